@@ -1,0 +1,2 @@
+"""transferlab: transfer learning on images."""
+__version__ = "0.1.0"

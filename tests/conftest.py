@@ -1,0 +1,44 @@
+"""Shared fixtures: real data (scikit-learn's digits) and a tiny registered backbone, so training tests run
+real computation in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+TINY = "test_efficientnet"  # timm's 0.36M-parameter EfficientNet built for tests; same stage layout as Lite0
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine OpenMP threads that
+    wait on each other made the backbone tests 8x slower (88 s against 11 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of scikit-learn's 8x8 digits (all 540 images) as uint8 greyscale arrays."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    keep = bunch.target < 3
+    images = (bunch.images[keep] * (255 / 16)).round().astype(np.uint8)
+    return images, bunch.target[keep].astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 'pretrained' checkpoint for the tiny backbone: a seeded random init saved as safetensors."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file(timm.create_model(TINY).state_dict(), path)
+    return path
