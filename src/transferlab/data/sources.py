@@ -1,0 +1,127 @@
+"""Any data source → a Dataset: an image folder, a CSV manifest, a built-in name, or in-memory arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferlab.data.builtins import BUILTINS, load_builtin
+from transferlab.data.decode import channels_to_rgb, to_uint8
+from transferlab.data.folder import read_folder
+from transferlab.data.leakage import duplicate_notes
+from transferlab.data.listing import name_some
+from transferlab.data.manifest import read_manifest
+from transferlab.data.splitting import carve, per_class_subset
+from transferlab.data.types import SPLITS, Dataset, LabelledFiles, Split
+from transferlab.errors import ConfigError, DataError
+
+# A folder or CSV path, a built-in name, or in memory: (images, labels) or (images, labels, class_names).
+Source = str | Path | tuple[Any, ...]
+
+
+def load_source(source: Source, *, per_class: int | None = None, seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+    """Read `source` into a Dataset with train, val (given, or carved from train) and, when known, test.
+
+    A `str` that names a built-in (see BUILTINS) loads it, even where a folder of that name exists: write
+    './digits' for the folder. `per_class` keeps that many images of each class from train and val together,
+    chosen by `seed`, before val is carved, so train+val hold `per_class` images per class; test stays whole.
+    `val_fraction` of each class becomes val when the source has no val split (0 carves none).
+    """
+    if per_class is not None and per_class < 1:
+        raise ConfigError(f"per_class must be at least 1, got {per_class}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    dataset = _read(source)
+    _check_classes(dataset)
+    splits = dict(dataset.splits)
+    if per_class is not None:
+        splits.update(per_class_subset(splits, per_class, seed))
+    if "val" not in splits and val_fraction > 0:
+        splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed)
+    dataset.splits = {name: splits[name] for name in SPLITS if name in splits}
+    dataset.notes.extend(duplicate_notes(dataset))
+    return dataset
+
+
+def _read(source: Source) -> Dataset:
+    if isinstance(source, tuple):
+        return from_arrays(*source)
+    if isinstance(source, str) and source in BUILTINS:
+        return load_builtin(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _index(path.name, read_folder(path))
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _index(path.stem, read_manifest(path))
+    if path.exists():
+        raise DataError(f"{path} is neither a folder of images nor a .csv manifest")
+    raise DataError(f"no such file or folder: {path} (built-in data sets: {', '.join(BUILTINS)})")
+
+
+def _index(name: str, found: dict[str, LabelledFiles]) -> Dataset:
+    """Give the class names sorted indices; splits that hold no images are left out."""
+    classes = sorted({label for files in found.values() for label in files.labels})
+    index = {label: i for i, label in enumerate(classes)}
+    splits = {
+        split: Split(
+            labels=np.array([index[label] for label in files.labels], dtype=np.int64),
+            paths=files.paths,
+            extra=files.extra,
+        )
+        for split, files in found.items()
+        if files.paths
+    }
+    return Dataset(name, classes, splits)
+
+
+def _check_classes(dataset: Dataset) -> None:
+    if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
+        raise DataError(f"{dataset.name} has no training images")
+    if len(dataset.classes) < 2:
+        raise DataError(f"{dataset.name} has only one class ('{dataset.classes[0]}'): a classifier needs at least 2")
+
+
+def from_arrays(images: np.ndarray, labels: np.ndarray, class_names: list[str] | None = None) -> Dataset:
+    """A Dataset (train only) from in-memory images and labels.
+
+    `images`: [N, H, W] or [N, H, W, C] (or channels first, [N, C, H, W]) with C in (1, 3, 4), of any numeric
+    dtype (see decode.to_uint8). `labels`: ints or strings; with `class_names`, ints index them and strings
+    must be among them; without, the sorted distinct labels become the classes.
+    """
+    batch = _image_batch(np.asarray(images))
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(batch):
+        raise DataError(f"got {len(batch)} images but labels of shape {labels.shape}: need one label per image")
+    classes, index = _label_index(labels, class_names)
+    return Dataset("arrays", classes, {"train": Split(labels=index.astype(np.int64), arrays=batch)})
+
+
+def _image_batch(images: np.ndarray) -> np.ndarray:
+    """[N, H, W] grey or [N, H, W, 3] RGB uint8, the two shapes a Split holds."""
+    images = to_uint8(images)  # one range for the whole batch, so images keep their relative brightness
+    channels_first = images.ndim == 4 and images.shape[1] in (1, 3, 4) and images.shape[-1] not in (1, 3, 4)
+    if channels_first:  # as torch keeps them
+        images = images.transpose(0, 2, 3, 1)
+    if images.ndim == 4 and images.shape[-1] in (1, 4):
+        images = channels_to_rgb(images) if images.shape[-1] == 4 else images[..., 0]
+    if images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3):
+        return np.ascontiguousarray(images)
+    raise DataError(f"in-memory images must be [N, H, W] or [N, H, W, 1/3/4] arrays, got shape {images.shape}")
+
+
+def _label_index(labels: np.ndarray, class_names: list[str] | None) -> tuple[list[str], np.ndarray]:
+    if class_names is None:
+        values, index = np.unique(labels, return_inverse=True)
+        return [str(v) for v in values], index
+    classes = [str(name) for name in class_names]
+    if labels.dtype.kind in "iu":
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DataError(f"labels run {labels.min()}..{labels.max()} but there are {len(classes)} class names")
+        return classes, labels
+    lookup = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({str(label) for label in labels} - lookup.keys())
+    if unknown:
+        raise DataError(f"labels not among the class names: {name_some(unknown)}")
+    return classes, np.array([lookup[str(label)] for label in labels])

@@ -1,0 +1,36 @@
+"""Deterministic, stratified choices of samples: N per class, and a validation split carved from train."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferlab.data.types import Split
+
+
+def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dict[str, Split]:
+    """`per_class` images of each class, drawn by `seed` from train and val together; each stays in its split.
+
+    Only train and val are returned: test is never subsampled, since it measures the model whatever it learned
+    from. Chosen samples keep their source order.
+    """
+    names = [name for name in ("train", "val") if name in splits]
+    labels = np.concatenate([splits[name].labels for name in names])
+    owner = np.concatenate([np.full(len(splits[name]), k) for k, name in enumerate(names)])
+    local = np.concatenate([np.arange(len(splits[name])) for name in names])
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
+    )
+    return {name: splits[name].subset(local[chosen[owner[chosen] == k]]) for k, name in enumerate(names)}
+
+
+def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held out): `fraction` of each class held out, at least one of each class with two or more."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(split.labels):
+        members = rng.permutation(np.flatnonzero(split.labels == c))
+        count = 0 if len(members) < 2 else min(max(round(len(members) * fraction), 1), len(members) - 1)
+        held.append(members[:count])
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    return split.subset(np.setdiff1d(np.arange(len(split)), held_out)), split.subset(held_out)
