@@ -35,15 +35,11 @@ def imagenet_class_name(index: int) -> str:
     return _imagenet_info().index_to_description(index)
 
 
-def top_k_source_predictions(
-    backbone: Backbone, images: Sequence[ImageLike], k: int = 5
-) -> list[list[Prediction]]:
+def top_k_source_predictions(backbone: Backbone, images: Sequence[ImageLike], k: int = 5) -> list[list[Prediction]]:
     """For each image, the k ImageNet classes the backbone's source classifier rates highest, best first."""
     classifier = backbone.source_classifier
     if classifier is None or classifier.weight.shape[0] != _IMAGENET_CLASSES:
-        raise BackboneError(
-            f"{backbone.name} (weights: {backbone.weights_source}) has no ImageNet-1k classifier"
-        )
+        raise BackboneError(f"{backbone.name} (weights: {backbone.weights_source}) has no ImageNet-1k classifier")
     device = next(backbone.parameters()).device
     batch = torch.stack([preprocess(image, backbone.preprocessing) for image in images]).to(device)
     was_training = backbone.training
@@ -55,10 +51,7 @@ def top_k_source_predictions(
         backbone.train(was_training)
     top = probs.topk(k, dim=-1)
     return [
-        [
-            (int(index), imagenet_class_name(int(index)), float(prob))
-            for prob, index in zip(row_p, row_i, strict=True)
-        ]
+        [(int(index), imagenet_class_name(int(index)), float(prob)) for prob, index in zip(row_p, row_i, strict=True)]
         for row_p, row_i in zip(top.values, top.indices, strict=True)
     ]
 
@@ -80,11 +73,7 @@ def _to_uint8_chw(image: ImageLike) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return tvf.pil_to_tensor(image.convert("RGB"))
     # movedim rather than permute, so a grayscale H×W array reaches the clear error below, not a shape error.
-    tensor = (
-        torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, 0)
-        if isinstance(image, np.ndarray)
-        else image
-    )
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, 0) if isinstance(image, np.ndarray) else image
     if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {tensor.dtype} of shape {tuple(tensor.shape)}")
     return tensor

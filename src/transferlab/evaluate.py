@@ -1,0 +1,86 @@
+"""Scores of a fitted model on labelled images: accuracy, macro-F1, per-class precision/recall, confusion
+matrix, and the most confidently wrong images (the first place to look for label noise or a real weakness)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+from transferlab.data.transforms import Normalizer
+from transferlab.model import TransferModel
+
+
+@torch.no_grad()
+def probabilities(
+    model: TransferModel,
+    images: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Softmax class probabilities [N, C] for decoded uint8 images [N, 3, S, S]."""
+    model.eval()
+    chunks = [
+        model(normalizer(images[i : i + batch_size], device=device)).softmax(dim=1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, model.num_classes)
+
+
+def score(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    names: list[str] | None = None,
+    top: int = 10,
+) -> dict[str, Any]:
+    """Metrics from probabilities [N, C] and true labels [N]; `names` identify images in `top_losses`."""
+    y_true = labels.numpy()
+    y_pred = probs.argmax(dim=1).numpy()
+    every = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
+    true_prob = probs[torch.arange(len(labels)), labels]
+    wrong = np.flatnonzero(y_pred != y_true)
+    worst = wrong[np.argsort(true_prob.numpy()[wrong])][:top]
+    return {
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=every, average="macro", zero_division=0)),
+        "count": len(y_true),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=every).tolist(),
+        "top_losses": [
+            {
+                "image": names[i] if names else int(i),
+                "label": classes[y_true[i]],
+                "predicted": classes[y_pred[i]],
+                "confidence": float(probs[i, y_pred[i]]),
+            }
+            for i in worst
+        ],
+    }
+
+
+def format_scores(scores: dict[str, Any]) -> str:
+    """A short human-readable report of `score`'s output."""
+    lines = [
+        f"accuracy {scores['accuracy']:.4f}   macro-F1 {scores['macro_f1']:.4f}   ({scores['count']} images)",
+        f"{'class':<20} {'precision':>9} {'recall':>7} {'support':>8}",
+    ]
+    for name, row in scores["per_class"].items():
+        lines.append(f"{name[:20]:<20} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['support']:>8}")
+    if scores["top_losses"]:
+        lines.append("most confidently wrong:")
+        for row in scores["top_losses"][:5]:
+            lines.append(f"  {row['image']}: {row['label']} predicted as {row['predicted']} ({row['confidence']:.2f})")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Batches for the training loop, from decoded images or from a cached frozen prefix.
+
+Every random choice of a step (shuffle order, augmentation, which cached view) is drawn from generators seeded
+by (seed, epoch, step). A run resumed in the middle of an epoch therefore sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from transferlab.data.transforms import PRESETS, Augment, Normalizer
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """A distinct, stable seed for each (run seed, epoch, step); step -1 is the epoch's shuffle."""
+    return (seed * 1_000_003 + epoch * 10_007 + step + 1) % (2**63 - 1)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _num_batches(count: int, batch_size: int, training: bool) -> int:
+    """Training (shuffled) drops the ragged last batch: a batch of one breaks BatchNorm, and the images it
+    leaves out change every epoch. Evaluation keeps every image."""
+    return max(1, count // batch_size) if training else -(-count // batch_size)
+
+
+def _order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    return torch.randperm(n, generator=_generator(step_seed(seed, epoch, -1))) if shuffle else torch.arange(n)
+
+
+def _steps(
+    count: int, batch_size: int, shuffle: bool, seed: int, epoch: int, first_step: int
+) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
+    """For each step from `first_step`: the sample indices of its batch and the generator of its randomness."""
+    order = _order(count, seed, epoch, shuffle)
+    for step in range(first_step, _num_batches(count, batch_size, shuffle)):
+        yield order[step * batch_size : (step + 1) * batch_size], _generator(step_seed(seed, epoch, step))
+
+
+@dataclass
+class ImageBatches:
+    """Decoded uint8 images, normalised (and augmented) batch by batch; the model runs from its first stage."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    normalizer: Normalizer
+    batch_size: int
+    augment: Augment = PRESETS["none"]
+    shuffle: bool = False
+    device: str = "cpu"
+    start_stage: int = 0
+
+    def __len__(self) -> int:
+        return _num_batches(len(self.labels), self.batch_size, self.shuffle)
+
+    def batches(
+        self, seed: int = 0, epoch: int = 0, first_step: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
+            x = self.normalizer(self.images[index], self.augment, generator, self.device)
+            yield x, self.labels[index].to(self.device)
+
+
+@dataclass
+class CachedBatches:
+    """Outputs of the frozen prefix, cached once as `views` [V, N, ...]; each epoch draws one view per image.
+
+    `start_stage` is the first stage the model still has to run (the number of frozen stages).
+    """
+
+    views: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    start_stage: int
+    shuffle: bool = False
+    device: str = "cpu"
+
+    def __len__(self) -> int:
+        return _num_batches(len(self.labels), self.batch_size, self.shuffle)
+
+    def batches(
+        self, seed: int = 0, epoch: int = 0, first_step: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
+            view = torch.randint(self.views.shape[0], (len(index),), generator=generator)
+            x = self.views[view, index].to(self.device).float()
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[index].to(self.device)
+
+
+Batches = ImageBatches | CachedBatches

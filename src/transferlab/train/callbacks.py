@@ -1,0 +1,151 @@
+"""The loop's optional behaviours, one callback each."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from transferlab.train.loop import Callback, Trainer
+
+Saver = Callable[[Trainer], None]
+
+
+class BestCheckpoint(Callback):
+    """Keeps the model with the best validation accuracy (lower loss breaks ties), saved through `save`."""
+
+    def __init__(self, save: Saver) -> None:
+        self.save = save
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        state = trainer.state
+        score = metrics["val_accuracy"] - 1e-6 * metrics["val_loss"]
+        if state.best_metric is None or score > state.best_metric:
+            state.best_metric, state.best_epoch, state.stale_epochs = score, metrics["epoch"], 0
+            self.save(trainer)
+        else:
+            state.stale_epochs += 1
+
+
+class EarlyStopping(Callback):
+    """Stops when validation has not improved for `patience` epochs (BestCheckpoint counts them)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if trainer.state.stale_epochs >= self.patience:
+            trainer.stop_reason = f"early stop: no validation gain for {self.patience} epochs"
+
+
+class TimeBudget(Callback):
+    """Stops cleanly, after the current step, once `seconds` of training have passed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+        if trainer.elapsed > self.seconds:
+            trainer.stop_reason = f"time limit of {self.seconds:g} s reached"
+
+
+class MetricsLog(Callback):
+    """One JSON line per epoch: epoch, train loss, validation loss and accuracy, learning rate, seconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.losses: list[float] = []
+
+    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+        self.losses.append(loss)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        # On resume, an interrupted epoch's early losses are gone; the mean covers the steps of this session.
+        row = {
+            **metrics,
+            "train_loss": sum(self.losses) / max(1, len(self.losses)),
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "seconds": round(trainer.elapsed, 2),
+        }
+        self.losses = []
+        trainer.state.history.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ResumableCheckpoint(Callback):
+    """Writes the resumable checkpoint after every epoch (the loop also writes one on interruption)."""
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        trainer.save_resumable()
+
+
+class Progress(Callback):
+    """A live bar on a terminal; one plain line per epoch elsewhere (CI, pipes, logs)."""
+
+    def __init__(self, interactive: bool | None = None) -> None:
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.progress: Any = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.interactive:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.progress.start()
+            total = (trainer.config.epochs or 1) * len(trainer.train)
+            done = trainer.state.epoch * len(trainer.train) + trainer.state.step
+            self.task = self.progress.add_task("training", total=total, completed=done, info="")
+
+    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+        if self.progress is not None:
+            info = f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs} loss {loss:.3f}"
+            self.progress.update(self.task, advance=1, info=info)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        line = (
+            f"epoch {metrics['epoch']:>3}/{trainer.config.epochs}  val_acc {metrics['val_accuracy']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  {trainer.elapsed:6.1f}s"
+        )
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextmanager
+def interruptible(trainer: Trainer) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish the step, checkpoint, stop. A second Ctrl-C exits at once."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        trainer.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to quit now)...", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,78 @@
+"""The frozen-prefix cache: a frozen part of the network runs once per image (and view), not once per epoch.
+
+For `head` the prefix is the whole backbone and the cache holds pooled feature vectors; for `partial:K` it
+holds the activations after stage K. With augmentation, `views` augmented copies of each image are cached
+beside the clean one, and training draws one of them per image per epoch: the trade is a fixed set of
+augmentations for a backbone pass that is paid once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from transferlab.data.transforms import PRESETS, Augment, Normalizer
+from transferlab.model import TransferModel
+from transferlab.train.batches import step_seed
+
+log = logging.getLogger("transferlab")
+
+DEFAULT_BUDGET_BYTES = 3 * 2**30
+
+
+@torch.no_grad()
+def prefix_outputs(
+    model: TransferModel,
+    images: torch.Tensor,
+    frozen: int,
+    normalizer: Normalizer,
+    batch_size: int = 64,
+    augment: Augment = PRESETS["none"],
+    seed: int = 0,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Outputs of the first `frozen` stages (pooled when that is all of them) for every image, in eval mode."""
+    was_training = model.training
+    model.eval()
+    whole = frozen >= model.backbone.num_stages
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        generator = torch.Generator().manual_seed(step_seed(seed, -1, start))
+        x = normalizer(images[start : start + batch_size], augment, generator, device)
+        out = model.backbone.forward_stages(x, 0, frozen)
+        out = model.backbone.pool(out) if whole else out
+        # float16 halves the cache; these activations sit well inside its range and precision.
+        chunks.append(out.to("cpu", torch.float16 if not whole else torch.float32).contiguous())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def views_that_fit(model: TransferModel, frozen: int, image_size: int, count: int, wanted: int, budget: int) -> int:
+    """How many views (clean + augmented) of `count` images fit in `budget` bytes of cache; 0 if not even one."""
+    was_training = model.training
+    model.eval()  # a probe batch in train mode would move the BatchNorm statistics
+    with torch.no_grad():
+        out = model.backbone.forward_stages(torch.zeros(1, 3, image_size, image_size), 0, frozen)
+    model.train(was_training)
+    whole = frozen >= model.backbone.num_stages
+    per_image = (model.backbone.feature_dim * 4) if whole else out.numel() * 2
+    return min(wanted, budget // max(1, per_image * count))
+
+
+def cache_views(
+    model: TransferModel,
+    images: torch.Tensor,
+    frozen: int,
+    normalizer: Normalizer,
+    augment: Augment,
+    views: int,
+    seed: int,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """[views, N, ...]: view 0 is the clean image, views 1.. are augmented with distinct seeds."""
+    stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device)]
+    for view in range(1, views):
+        stack.append(prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device))
+    return torch.stack(stack)

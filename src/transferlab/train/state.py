@@ -1,0 +1,62 @@
+"""The training loop's progress, and the resumable checkpoint that carries it (one safetensors file, no pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from transferlab._atomic import write_tensors_atomic
+from transferlab.errors import TransferlabError
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainState:
+    """Where the loop is: `epoch` and `step` are the next ones to run. Everything here is JSON-able."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    elapsed: float = 0.0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    stale_epochs: int = 0
+    stop_reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Model weights, optimizer state and loop state in one atomically written file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, slots in optim["state"].items():
+        for name, value in slots.items():
+            if value is None:  # e.g. SGD's momentum buffer before its first step
+                continue
+            tensors[f"optim.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in optim["param_groups"]]
+    metadata = {"state": json.dumps(asdict(state)), "param_groups": json.dumps(groups)}
+    write_tensors_atomic(path, tensors, metadata)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    if not Path(path).is_file():
+        raise TransferlabError(f"no checkpoint to resume from at {path}")
+    tensors = load_file(path)
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
+    return TrainState(**json.loads(metadata["state"]))

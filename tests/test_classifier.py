@@ -1,0 +1,62 @@
+"""The scikit-learn-shaped API: fit → predict, save → load → identical probabilities, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferlab
+from tests.conftest import TINY
+from transferlab.classifier import NotFittedError, TransferClassifier
+
+
+@pytest.fixture(scope="module")
+def fitted(digits, tiny_weights, tmp_path_factory) -> TransferClassifier:
+    clf = TransferClassifier(
+        backbone=TINY, strategy="head", weights=str(tiny_weights), image_size=32, epochs=3, per_class=40
+    )
+    return clf.fit(digits, out=tmp_path_factory.mktemp("run"))
+
+
+def test_unfitted_estimator_refuses_to_predict() -> None:
+    with pytest.raises(NotFittedError, match="not fitted"):
+        TransferClassifier().predict(np.zeros((1, 8, 8), np.uint8))
+
+
+def test_learned_state_ends_in_underscore(fitted: TransferClassifier) -> None:
+    assert fitted.classes_ == ["0", "1", "2"]
+    assert fitted.image_size_ == 32
+    assert fitted.run_dir_.is_dir()
+
+
+def test_save_load_predict_gives_identical_probabilities(fitted, digits, tmp_path) -> None:
+    images = digits[0][:20]
+    fitted.save(tmp_path / "saved")
+    again = transferlab.load(tmp_path / "saved")
+    assert np.array_equal(fitted.predict_proba(images), again.predict_proba(images))
+    assert again.predict(images) == fitted.predict(images)
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_predict_paths_reports_a_corrupt_file_and_goes_on(fitted, digits, tmp_path) -> None:
+    for i in range(3):
+        Image.fromarray(digits[0][i]).save(tmp_path / f"good{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows = list(fitted.predict_paths([tmp_path, tmp_path / "missing.png"], top_k=2))
+    good = [r for r in rows if "top" in r]
+    bad = {Path(r["path"]).name: r["error"] for r in rows if "error" in r}
+    assert len(good) == 3 and all(len(r["top"]) == 2 for r in good)
+    probs = [t["prob"] for t in good[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert set(bad) == {"broken.png", "missing.png"}
+
+
+def test_score_is_accuracy_on_the_test_split(fitted, digits) -> None:
+    accuracy = fitted.score(digits)
+    scores = fitted.evaluate(digits, split="all")
+    assert 0.0 <= accuracy <= 1.0
+    assert scores["count"] == len(digits[1])
+    assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion", "top_losses"}

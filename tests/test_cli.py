@@ -1,0 +1,138 @@
+"""The `transferlab` command through its real entry point: one-line errors, JSON outputs, fit → evaluate →
+predict on a real image folder, and Ctrl-C → resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY
+from transferlab.cli import main
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(digits, tmp_path_factory) -> Path:
+    """An image folder with train/ and test/ class subfolders of real PNG files, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("digits")
+    images, labels = digits
+    for i, (image, label) in enumerate(zip(images[:150], labels[:150], strict=True)):
+        split = "test" if i % 5 == 0 else "train"
+        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize((16, 16)).save(root / split / str(label) / f"{i}.png")
+    (root / "train" / "0" / "corrupt.png").write_bytes(b"not a png at all")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "/no/such/place"], "no such file or folder: /no/such/place"),
+        (["fit", "digits", "--strategy", "sideways"], "unknown strategy"),
+        (["fit", "digits", "--epochs", "0"], "epochs must be at least 1"),
+        (["fit", "digits", "--epochs", "many"], "invalid int value"),
+        (["predict", "/no/run", "x.png"], "not a transferlab model"),
+    ],
+)
+def test_wrong_arguments_get_one_line_and_no_traceback(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) if "many" in argv else nullcontext():  # argparse exits by itself
+        code = main(argv)
+        assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_data_json_lists_classes_counts_and_skipped_files(folder, capsys) -> None:
+    assert main(["data", str(folder), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["classes"] == ["0", "1", "2"]
+    assert sum(summary["counts"]["test"].values()) == 30
+    assert [Path(s["path"]).name for s in summary["skipped"]] == ["corrupt.png"]
+
+
+def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path) -> None:
+    run = tmp_path / "run"
+    fitted = _run(
+        "fit",
+        str(folder),
+        "--backbone",
+        TINY,
+        "--weights",
+        str(tiny_weights),
+        "--strategy",
+        "partial:3",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--out",
+        str(run),
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    assert "corrupt.png" in fitted.stderr  # the skipped file is named, with its reason
+    assert (run / "eval.json").is_file() and (run / "confusion.png").is_file()
+
+    evaluated = _run("evaluate", str(run), str(folder), "--json")
+    scores = json.loads(evaluated.stdout)
+    assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion"}
+    assert scores == json.loads((run / "eval.json").read_text()) | {"top_losses": scores["top_losses"]}
+
+    (tmp_path / "bad.jpg").write_text("<html>not an image</html>")
+    predicted = _run("predict", str(run), str(folder / "test" / "1"), str(tmp_path / "bad.jpg"), "--top-k", "2")
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert predicted.returncode == 1  # not every image could be predicted
+    assert sum("top" in r for r in rows) == len(list((folder / "test" / "1").iterdir()))
+    assert [r["path"] for r in rows if "error" in r] == [str(tmp_path / "bad.jpg")]
+    assert all(list(r) == ["path", "top"] for r in rows if "top" in r)
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_weights, tmp_path) -> None:
+    run = tmp_path / "run"
+    args = [
+        "fit",
+        str(folder),
+        "--backbone",
+        TINY,
+        "--weights",
+        str(tiny_weights),
+        "--strategy",
+        "full",
+        "--epochs",
+        "4",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--out",
+        str(run),
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "transferlab", *args], stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("epoch"):  # training has started: interrupt it mid-run
+            process.send_signal(signal.SIGINT)
+            break
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 130, err
+    assert "transferlab fit --resume" in err
+    assert (run / "checkpoint.safetensors").is_file()
+    done_before = len((run / "metrics.jsonl").read_text().splitlines())
+    resumed = _run("fit", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch" in resumed.stdout
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 > done_before

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from transferlab.config import FitConfig
+from transferlab.errors import ConfigError
+
+
+def test_yaml_round_trip_keeps_every_setting(tmp_path: Path) -> None:
+    config = FitConfig(strategy="partial:3", epochs=4, lr=3e-4, schedule="step", time_limit=60.0)
+    config.save(tmp_path / "config.yaml")
+    assert FitConfig.load(tmp_path / "config.yaml") == config
+
+
+def test_flags_override_yaml_and_none_means_not_given(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("epochs: 3\nbatch_size: 16\n")
+    config = FitConfig.load(tmp_path / "c.yaml").updated(epochs=9, batch_size=None)
+    assert (config.epochs, config.batch_size) == (9, 16)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr": -1.0}, "lr must be positive"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"colour": 1}, "unknown setting"),
+    ],
+)
+def test_bad_settings_get_one_clear_line(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        FitConfig().updated(**changes)
+    assert "\n" not in str(error.value)
+
+
+def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        FitConfig.load(tmp_path / "c.yaml")
