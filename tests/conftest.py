@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from threadpoolctl import threadpool_limits
 
 TINY = "test_efficientnet"  # timm's 0.36M-parameter EfficientNet built for tests; same stage layout as Lite0
 
@@ -20,7 +21,8 @@ def one_torch_thread():
     wait on each other made the backbone tests 8x slower (88 s against 11 s)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):  # BLAS too: the probes' logistic regressions were 25x slower with 2 threads
+        yield
     torch.set_num_threads(previous)
 
 

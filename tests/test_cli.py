@@ -89,7 +89,13 @@ def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path)
     evaluated = _run("evaluate", str(run), str(folder), "--json")
     scores = json.loads(evaluated.stdout)
     assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion"}
-    assert scores == json.loads((run / "eval.json").read_text()) | {"top_losses": scores["top_losses"]}
+    saved = json.loads((run / "eval.json").read_text())  # what fit measured on the test split at its end
+    assert saved["split"] == "test"
+    assert (scores["accuracy"], scores["confusion"], scores["per_class"]) == (
+        saved["accuracy"],
+        saved["confusion"],
+        saved["per_class"],
+    )
 
     (tmp_path / "bad.jpg").write_text("<html>not an image</html>")
     predicted = _run("predict", str(run), str(folder / "test" / "1"), str(tmp_path / "bad.jpg"), "--top-k", "2")
@@ -136,3 +142,23 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_w
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch" in resumed.stdout
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 > done_before
+
+
+def test_advise_json_has_the_promised_keys(tiny_weights, capsys) -> None:
+    argv = ["advise", "digits", "--backbone", TINY, "--weights", str(tiny_weights), "--per-class", "30"]
+    assert main([*argv, "--image-size", "32", "--json"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert set(advice) >= {"situation", "strategy", "freeze_stages", "evidence"}
+    assert advice["evidence"]["images_per_class"] == 30 and advice["situation"].startswith("small")
+    assert main([*argv, "--image-size", "32"]) == 0
+    assert "decision: small and" in capsys.readouterr().out
+
+
+def test_compare_fits_each_strategy_on_the_same_budget(tiny_weights, tmp_path, capsys) -> None:
+    argv = ["compare", "digits", "--backbone", TINY, "--weights", str(tiny_weights), "--strategies", "head,full"]
+    assert main([*argv, "--per-class", "30", "--image-size", "32", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["strategy"] for r in rows] == ["head", "full"] and (tmp_path / "compare.png").is_file()
+    assert rows[0]["trainable_parameters"] < rows[1]["trainable_parameters"]
+    assert all(r["epochs"] == 2 and r["evaluated_on"] == "test" for r in rows)
+    assert "head" in capsys.readouterr().out

@@ -49,7 +49,7 @@ class TransferClassifier:
         run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="transferlab-"))
         result = fit(source, config, run_dir, quiet=quiet)
         self._set_fitted(result.model, result.classes, result.config.image_size, run_dir)
-        self.test_scores_ = result.test_scores
+        self.scores_ = result.scores
         return self
 
     def _set_fitted(self, model: TransferModel, classes: list[str], image_size: int, run_dir: Path) -> None:

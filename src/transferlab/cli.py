@@ -51,8 +51,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         return 0
     print(f"{'backbone':<24} {'family':<14} {'params':>8}  pretrained weights offline")
     for row in rows:
-        params = f"{row.params / 1e6:.1f}M" if row.params else "?"
-        print(f"{row.name:<24} {row.family:<14} {params:>8}  {row.offline or 'none (needs download or --weights)'}")
+        offline = row.pretrained_source or "none (needs a download, or --weights FILE)"
+        print(f"{row.name:<24} {row.family:<14} {row.num_params / 1e6:>7.1f}M  {offline}")
     return 0
 
 
@@ -104,6 +104,69 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from transferlab.probe import format_probe_table, run_probe
+
+    out = args.out or Path("runs") / f"probe-{Path(str(args.source)).name}"
+    report = run_probe(
+        args.source,
+        args.backbone,
+        out_dir=out,
+        image_size=args.image_size,
+        per_class=args.per_class,
+        pretrained=args.pretrained,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else f"{format_probe_table(report)}\nwritten: {out}")
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from transferlab.rank import format_rank_table, rank_backbones
+
+    names = [name.strip() for name in args.backbones.split(",") if name.strip()]
+    rows = rank_backbones(
+        args.source, names, image_size=args.image_size, per_class=args.per_class, pretrained=args.pretrained
+    )
+    print(json.dumps([row.__dict__ for row in rows], indent=2) if args.json else format_rank_table(rows))
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from transferlab.advisor import advise_source
+
+    advice = advise_source(
+        args.source,
+        args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        per_class=args.per_class,
+        seed=args.seed,
+    )
+    print(json.dumps(advice.to_json(), indent=2) if args.json else advice.explanation)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from transferlab.compare import compare, format_compare
+
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    out = args.out or _new_run_dir(f"compare-{Path(str(args.source)).name}")
+    print(format_compare(compare(args.source, strategies, _fit_config(args), out)))
+    print(f"written: {out}/compare.json, {out}/compare.png")
+    return 0
+
+
+def _add_transferability_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `probe` and `rank` share: which data, at which size, and whether weights are pretrained."""
+    parser.add_argument("source", help="image folder, CSV manifest, or built-in name")
+    parser.add_argument("--image-size", type=int, help="default: the size fit would pick for each backbone")
+    parser.add_argument("--per-class", type=int, help="use this many train+val images per class")
+    parser.add_argument(
+        "--no-pretrained", dest="pretrained", action="store_false", help="random weights (run dirs keep theirs)"
+    )
+    parser.add_argument("--json", action="store_true")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from transferlab.demo import run_demo
 
@@ -147,6 +210,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("probe", help="linear probe and LogME at every stage of a backbone")
+    _add_transferability_flags(p)
+    p.add_argument("--backbone", required=True, help="registered name or run dir")
+    p.add_argument("--out", type=Path, help="where probe.json and probe.png go (default: runs/probe-<source>)")
+    p.set_defaults(run=cmd_probe)
+
+    p = sub.add_parser("rank", help="rank backbones for a data set by LogME, H-score and a linear probe")
+    _add_transferability_flags(p)
+    p.add_argument("--backbones", required=True, help="comma-separated registered names or run dirs")
+    p.set_defaults(run=cmd_rank)
+
+    p = sub.add_parser("advise", help="measure size and similarity, choose the strategy, and explain why")
+    p.add_argument("source", help="image folder, CSV manifest, or built-in name")
+    p.add_argument("--backbone", default=FitConfig.backbone, help="registered name or run dir")
+    p.add_argument("--weights", help="a local weights file (.safetensors or .pth)")
+    p.add_argument("--image-size", type=int, help="default: the size fit would pick")
+    p.add_argument("--per-class", type=int, help="use this many train+val images per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="keys: situation, strategy, freeze_stages, evidence")
+    p.set_defaults(run=cmd_advise)
+
+    p = sub.add_parser("compare", help="fit several strategies on the same data and budget, side by side")
+    p.add_argument("source", help="image folder, CSV manifest, or built-in name")
+    p.add_argument("--strategies", default="head,partial:4,full,scratch", help="comma-separated")
+    p.add_argument("--out", type=Path, help="folder for one run dir per strategy, compare.json and compare.png")
+    _add_fit_flags(p)
+    p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("demo", help="the built-in tour: data, pretrained predictions, a fit")
     p.add_argument("--out", default="runs/demo")

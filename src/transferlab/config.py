@@ -30,7 +30,7 @@ class FitConfig:
     source: str | None = None
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
-    strategy: str = "full"
+    strategy: str = "auto"
     epochs: int | None = None
     lr: float | None = None
     backbone_lr_ratio: float = 0.1

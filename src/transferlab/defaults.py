@@ -5,13 +5,17 @@ Each choice is a measured trade-off; `benchmarks/` holds the measurements behind
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from transferlab.backbones import Backbone
 from transferlab.config import FitConfig
+from transferlab.data import Dataset, PreparedData, prepare
+from transferlab.data.decode import native_size
 from transferlab.strategies import Strategy
 
 # Images much smaller than the backbone's native input (28 px Fashion-MNIST, 8 px digits) are upsampled to
-# this working size rather than to 224 px: most of the accuracy for a fraction of the time.
+# this working size rather than to 224 px: most of the accuracy for a fraction of the time. Measured here,
+# full fine-tune of tf_efficientnet_lite0 on Fashion-MNIST, 100 images per class, 15 epochs, 2,000 test
+# images: 64 px 85.4% in 222 s (with the head warm start), 96 px 86.7% in 306 s (without it). Linear
+# probes: 82.1% at 64 px, 84.8% at 224 px, in 20x the time.
 SMALL_IMAGE_SIZE = 96
 # Below this many training images per class, the set is "small": augment harder.
 STRONG_AUGMENT_BELOW = 50
@@ -20,28 +24,32 @@ TRAIN_EPOCHS = 15
 BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
 
 
-@dataclass(frozen=True)
-class DataFacts:
-    """What the defaults need to know about the data, measured before decoding."""
-
-    per_class: int  # smallest number of training images in any class
-    native_size: int  # median shorter side of the original images, in pixels
-
-
 def working_size(native: int, backbone_size: int) -> int:
     """The backbone's own input size for photos; a smaller working size for small images."""
     return backbone_size if native >= backbone_size * 0.75 else min(backbone_size, max(SMALL_IMAGE_SIZE, native))
 
 
-def resolve(config: FitConfig, strategy: Strategy, facts: DataFacts, backbone_size: int) -> FitConfig:
-    """`config` with every automatic setting replaced by its chosen value."""
+def image_size_for(dataset: Dataset, backbone: Backbone, requested: int | None = None) -> int:
+    """`requested`, else the working size for this data and backbone."""
+    return requested or working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
+
+
+def prepare_for(dataset: Dataset, backbone: Backbone, size: int) -> PreparedData:
+    """Decode `dataset` at `size` the way `backbone`'s weights were trained to see images."""
+    return prepare(dataset, size, interpolation=backbone.preprocessing.interpolation)
+
+
+def resolve(config: FitConfig, strategy: Strategy, per_class: int) -> FitConfig:
+    """`config` with every automatic setting (but the image size, chosen before) replaced by its value.
+
+    `per_class` is the smallest number of training images in any class.
+    """
     head_only = strategy.frozen_stages is None
     augment = config.augment
     if augment == "auto":
-        augment = "strong" if facts.per_class < STRONG_AUGMENT_BELOW else "light"
+        augment = "strong" if per_class < STRONG_AUGMENT_BELOW else "light"
     return config.updated(
         strategy=strategy.name,
-        image_size=config.image_size or working_size(facts.native_size, backbone_size),
         epochs=config.epochs or (HEAD_EPOCHS if head_only else TRAIN_EPOCHS),
         lr=config.lr or BASE_LR[config.optimizer],
         augment=augment,

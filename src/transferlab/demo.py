@@ -37,6 +37,6 @@ def run_demo(out: Path) -> None:
     print(f"\nfitting tf_efficientnet_lite0 on {DEMO_SOURCE} with the default settings...")
     start = time.monotonic()
     result = fit(DEMO_SOURCE, FitConfig(), out)
-    accuracy = result.test_scores["accuracy"] if result.test_scores else float("nan")
+    accuracy = result.scores["accuracy"]
     print(f"\ndemo done in {time.monotonic() - start:.0f} s: test accuracy {accuracy:.4f}; run dir {out}")
     print(f"next: transferlab evaluate {out} {DEMO_SOURCE}   |   transferlab predict {out} IMAGE...")

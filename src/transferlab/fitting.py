@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from transferlab._atomic import write_json_atomic
-from transferlab.backbones import create_backbone
+from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import FitConfig, resolve_device
-from transferlab.data import Dataset, PreparedData, load_source, prepare
-from transferlab.data.decode import native_size
+from transferlab.data import PreparedData, load_source
+from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import DataFacts, resolve
+from transferlab.defaults import image_size_for, prepare_for, resolve
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.model import WEIGHTS_FILE, TransferModel, save_model
@@ -38,8 +39,6 @@ from transferlab.train.warmup import warm_start_head
 
 log = logging.getLogger("transferlab")
 
-Source = str | Path | tuple
-
 
 @dataclass
 class FitResult:
@@ -49,13 +48,7 @@ class FitResult:
     config: FitConfig
     strategy: Strategy
     state: TrainState
-    test_scores: dict[str, Any] | None
-
-
-def data_facts(dataset: Dataset) -> DataFacts:
-    train = dataset.splits["train"]
-    counts = [int((train.labels == i).sum()) for i in range(len(dataset.classes))]
-    return DataFacts(per_class=min(counts), native_size=native_size(train))
+    scores: dict[str, Any]  # on the test split, or on validation when the source has no test split
 
 
 def _source_and_config(
@@ -69,6 +62,20 @@ def _source_and_config(
         hint = " (this run was fitted on in-memory arrays: pass them again to resume)" if resume else ""
         raise TransferlabError(f"a data source is needed{hint}")
     return source, config
+
+
+def _choose_strategy(
+    backbone: Backbone, data: PreparedData, config: FitConfig, run_dir: Path, device: str, echo: Callable[[str], None]
+) -> FitConfig:
+    """`--strategy auto`: the advisor measures size and similarity, picks, explains; advice.json keeps why."""
+    from transferlab.advisor import advise
+
+    advice = advise(backbone, data, config.seed, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "advice.json", advice.to_json())
+    echo(advice.explanation)
+    augment = advice.augment if config.augment == "auto" else config.augment
+    return config.updated(strategy=advice.strategy, augment=augment)
 
 
 def _callbacks(model: TransferModel, config: FitConfig, run_dir: Path, extra: dict, quiet: bool) -> list[Callback]:
@@ -85,11 +92,14 @@ def _callbacks(model: TransferModel, config: FitConfig, run_dir: Path, extra: di
     return callbacks
 
 
-def _evaluate_test(model: TransferModel, data: PreparedData, config: FitConfig, device: str, run_dir: Path) -> dict:
-    test = data.splits["test"]
+def _evaluate(model: TransferModel, data: PreparedData, config: FitConfig, device: str, run_dir: Path) -> dict:
+    """Scores on the test split (the validation split when the source has none), saved as eval.json."""
+    split = "test" if "test" in data.splits else "val"
+    test = data.splits[split]
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
     probs = probabilities(model, test.images, normalizer, device=device)
     scores = score(probs, test.labels, data.classes, [str(p) for p in test.paths] if test.paths else None)
+    scores["split"] = split
     write_json_atomic(run_dir / "eval.json", scores)
     plot_confusion(scores["confusion"], data.classes, run_dir / "confusion.png")
     return scores
@@ -105,12 +115,17 @@ def fit(
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     dataset = load_source(source, per_class=config.per_class, seed=config.seed, val_fraction=config.val_fraction)
-    strategy = parse_strategy(config.strategy)
-    backbone = create_backbone(config.backbone, pretrained=strategy.pretrained, weights=config.weights)
-    config = resolve(config, strategy, data_facts(dataset), backbone.preprocessing.input_size)
     if isinstance(source, str | Path):
         config = config.updated(source=str(source))
-    data = prepare(dataset, config.image_size, interpolation=backbone.preprocessing.interpolation)
+    scratch = config.strategy == "scratch"  # the structure only: no weights to load
+    backbone = create_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
+    size = image_size_for(dataset, backbone, config.image_size)
+    data = prepare_for(dataset, backbone, size)
+    if config.strategy == "auto":
+        config = _choose_strategy(backbone, data, config, run_dir, device, echo)
+    strategy = parse_strategy(config.strategy)
+    per_class = int(torch.bincount(data.splits["train"].labels, minlength=len(data.classes)).min())
+    config = resolve(config.updated(image_size=size), strategy, per_class)
     model = TransferModel(backbone, len(data.classes)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -141,9 +156,8 @@ def fit(
 
     model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))
     plot_curves(state.history, run_dir / "curves.png")
-    test_scores = _evaluate_test(model, data, config, device, run_dir) if "test" in data.splits else None
-    if test_scores:
-        echo(f"test: accuracy {test_scores['accuracy']:.4f}, macro-F1 {test_scores['macro_f1']:.4f}")
+    scores = _evaluate(model, data, config, device, run_dir)
+    echo(f"{scores['split']}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
     summary = {
         "strategy": strategy.name,
         "stop_reason": state.stop_reason,
@@ -151,7 +165,8 @@ def fit(
         "train_seconds": round(state.elapsed, 2),
         "input": note,
         "skipped": [{"path": s.path, "reason": s.reason} for s in data.skipped],
-        "test_accuracy": test_scores["accuracy"] if test_scores else None,
+        "accuracy": scores["accuracy"],
+        "evaluated_on": scores["split"],
     }
     write_json_atomic(run_dir / "summary.json", summary)
-    return FitResult(run_dir, model, data.classes, config, strategy, state, test_scores)
+    return FitResult(run_dir, model, data.classes, config, strategy, state, scores)

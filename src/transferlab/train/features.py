@@ -53,7 +53,8 @@ def views_that_fit(model: TransferModel, frozen: int, image_size: int, count: in
     was_training = model.training
     model.eval()  # a probe batch in train mode would move the BatchNorm statistics
     with torch.no_grad():
-        out = model.backbone.forward_stages(torch.zeros(1, 3, image_size, image_size), 0, frozen)
+        probe = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
+        out = model.backbone.forward_stages(probe, 0, frozen)
     model.train(was_training)
     whole = frozen >= model.backbone.num_stages
     per_image = (model.backbone.feature_dim * 4) if whole else out.numel() * 2

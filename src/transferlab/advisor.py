@@ -1,0 +1,206 @@
+"""Choose the strategy from two measured facts about the target set: its size, and its similarity to the
+data the backbone was pretrained on — and say why, with the numbers.
+
+|            | similar        | dissimilar                               |
+|------------|----------------|------------------------------------------|
+| large      | freeze part    | train all                                |
+| small      | head only      | the hard case: freeze less, augment more |
+
+Similarity is measured on the target images with the pretrained backbone, cheaply (one forward pass with
+the pretrained weights and one with a random initialisation of the same architecture):
+- linear-probe accuracy of every stage's pooled features: where it peaks is where the features stop being
+  general and become too specific to the source;
+- the probe accuracy of the final features against the same network randomly initialised: what the
+  pretrained features are worth on this task;
+- LogME of the final features, and how confidently the source classifier recognises the target images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferlab.backbones import Backbone, create_backbone
+from transferlab.config import resolve_device
+from transferlab.data import PreparedData, load_source
+from transferlab.data.sources import Source
+from transferlab.data.transforms import Normalizer
+from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW, image_size_for, prepare_for
+from transferlab.probe import probe_accuracy, stage_features
+from transferlab.transferability import logme
+
+# Fewer labelled images per class than this is a "small" target set.
+SMALL_PER_CLASS = 100
+# The pretrained final features must beat the same architecture's random features by this many probe points,
+# and the probe curve must not peak before the last `TOP_STAGES` stages, for the target to count as similar.
+MIN_TRANSFER_GAIN = 0.10
+TOP_STAGES = 2
+# Stages within this many probe points of the best count as the peak.
+PEAK_TOLERANCE = 0.01
+# The evidence is measured on at most this many images per class, to keep its cost small.
+EVIDENCE_PER_CLASS = 100
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What was measured, all of it JSON-able."""
+
+    images_per_class: int
+    total_images: int
+    small_below: int
+    stage_names: list[str]
+    stage_probe: list[float]
+    random_probe: float
+    logme_pretrained: float
+    logme_random: float
+    source_confidence: float | None
+    peak_stage: int
+    seconds: float
+
+    @property
+    def transfer_gain(self) -> float:
+        return self.stage_probe[-1] - self.random_probe
+
+
+@dataclass(frozen=True)
+class Advice:
+    situation: str
+    strategy: str
+    freeze_stages: int | None
+    lr: float
+    augment: str
+    evidence: Evidence
+    explanation: str
+
+    def to_json(self) -> dict[str, Any]:
+        evidence = asdict(self.evidence) | {"transfer_gain": self.evidence.transfer_gain}
+        return {k: v for k, v in asdict(self).items() if k != "evidence"} | {"evidence": evidence}
+
+
+def _subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    picks = [
+        torch.nonzero(labels == c).flatten()[torch.randperm(int((labels == c).sum()), generator=generator)][:per_class]
+        for c in labels.unique()
+    ]
+    return torch.cat(picks)
+
+
+def _features(backbone: Backbone, data: PreparedData, seed: int, device: str) -> tuple[list, list, Any, Any]:
+    train, val = data.splits["train"], data.splits["val"]
+    pick = _subset(train.labels, EVIDENCE_PER_CLASS, seed)
+    normalizer = Normalizer(backbone.preprocessing)
+    train_feats = stage_features(backbone, train.images[pick], normalizer, device=device)
+    val_feats = stage_features(backbone, val.images, normalizer, device=device)
+    return train_feats, val_feats, train.labels[pick].numpy(), val.labels.numpy()
+
+
+def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float | None:
+    if backbone.source_classifier is None:
+        return None
+    logits = backbone.source_classifier.logits(torch.from_numpy(final_features).float())
+    return float(logits.softmax(dim=1).max(dim=1).values.mean())
+
+
+def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Evidence:
+    """Size and similarity evidence for `data` under the `pretrained` backbone."""
+    start = time.monotonic()
+    torch.manual_seed(seed)
+    pretrained = pretrained.to(device)
+    random_init = create_backbone(pretrained.name, pretrained=False).to(device)
+    train_x, val_x, train_y, val_y = _features(pretrained, data, seed, device)
+    random_train, random_val, _, _ = _features(random_init, data, seed, device)
+    stage_probe = [probe_accuracy(a, train_y, b, val_y) for a, b in zip(train_x, val_x, strict=True)]
+    best = max(stage_probe)
+    labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
+    counts = torch.bincount(labels, minlength=len(data.classes))
+    return Evidence(
+        images_per_class=int(counts.min()),
+        total_images=int(counts.sum()),
+        small_below=SMALL_PER_CLASS,
+        stage_names=pretrained.stage_names,
+        stage_probe=stage_probe,
+        random_probe=probe_accuracy(random_train[-1], train_y, random_val[-1], val_y),
+        logme_pretrained=logme(train_x[-1], train_y),
+        logme_random=logme(random_train[-1], train_y),
+        source_confidence=_source_confidence(pretrained, np.concatenate([train_x[-1], val_x[-1]])),
+        peak_stage=next(i for i, acc in enumerate(stage_probe) if acc >= best - PEAK_TOLERANCE),
+        seconds=round(time.monotonic() - start, 2),
+    )
+
+
+def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
+    """The situation, the strategy and its freeze depth, the learning rate and augmentation, explained."""
+    stages = len(evidence.stage_names)
+    small = evidence.images_per_class < SMALL_PER_CLASS
+    similar = evidence.transfer_gain >= MIN_TRANSFER_GAIN and evidence.peak_stage >= stages - TOP_STAGES
+    # Freeze what is still general: the stages before the probe's peak (at least one, never all).
+    general = min(max(1, evidence.peak_stage), stages - 1)
+    if small and similar:
+        situation, freeze = "small and similar", None
+    elif similar:
+        situation, freeze = "large and similar", general
+    elif small:
+        situation, freeze = "small and dissimilar", max(1, general // 2)
+    else:
+        situation, freeze = "large and dissimilar", 0
+    strategy = {None: "head", 0: "full"}.get(freeze, f"partial:{freeze}")
+    augment = "strong" if (small and not similar) or evidence.images_per_class < STRONG_AUGMENT_BELOW else "light"
+    advice = Advice(situation, strategy, freeze, BASE_LR[optimizer], augment, evidence, "")
+    return Advice(**{**advice.__dict__, "explanation": explain(advice)})
+
+
+def explain(advice: Advice) -> str:
+    e = advice.evidence
+    names = e.stage_names
+    size = "small" if e.images_per_class < e.small_below else "large"
+    curve = ", ".join(f"{n} {100 * a:.1f}" for n, a in zip(names, e.stage_probe, strict=True))
+    lines = [
+        f"size: {e.images_per_class} labelled images per class ({e.total_images} in all) -> {size} "
+        f"(small below {e.small_below} per class)",
+        f"similarity: a linear probe on the pretrained final features scores {100 * e.stage_probe[-1]:.1f}% on "
+        f"validation, against {100 * e.random_probe:.1f}% for the same network randomly initialised "
+        f"({100 * e.transfer_gain:+.1f} points; similar needs >= {100 * MIN_TRANSFER_GAIN:.0f}); "
+        f"LogME {e.logme_pretrained:.3f} vs {e.logme_random:.3f}",
+        f"probe accuracy per stage (%): {curve}",
+        f"the probe peaks at stage {e.peak_stage} ({names[e.peak_stage]}) of {len(names)}: "
+        + (
+            "the features stay useful up to the top"
+            if e.peak_stage >= len(names) - TOP_STAGES
+            else "the stages above it are too specific to the source"
+        ),
+    ]
+    if e.source_confidence is not None:
+        lines.append(f"the source classifier's mean top probability on these images: {e.source_confidence:.2f}")
+    frozen = "" if advice.freeze_stages in (None, 0) else f", freezing {', '.join(names[: advice.freeze_stages])}"
+    lines.append(
+        f"decision: {advice.situation} -> {advice.strategy}{frozen}; augmentation {advice.augment}, "
+        f"lr {advice.lr:g} (backbone x0.1) [measured in {e.seconds:.1f} s]"
+    )
+    return "\n".join(lines)
+
+
+def advise(backbone: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Advice:
+    """Measure, then decide."""
+    return decide(measure(backbone, data, seed, device))
+
+
+def advise_source(
+    source: Source,
+    backbone_name: str,
+    *,
+    weights: str | None = None,
+    image_size: int | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> Advice:
+    """`transferlab advise`: load and decode `source` as `fit` would, then measure and decide."""
+    dataset = load_source(source, per_class=per_class, seed=seed)
+    backbone = create_backbone(backbone_name, weights=weights)
+    data = prepare_for(dataset, backbone, image_size_for(dataset, backbone, image_size))
+    return advise(backbone, data, seed, resolve_device(device))

@@ -1,0 +1,71 @@
+"""`transferlab compare`: every strategy on the same data and budget, side by side."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transferlab._atomic import write_json_atomic
+from transferlab.config import FitConfig
+from transferlab.fitting import Source, fit
+
+
+def trainable_parameters(result: Any) -> int:
+    """Parameters the strategy trained: the head plus the backbone stages after the frozen prefix."""
+    model, strategy = result.model, result.strategy
+    stages = model.backbone.stages[strategy.num_frozen(model) :]
+    return sum(p.numel() for p in [*model.head.parameters(), *stages.parameters()])
+
+
+def compare(source: Source, strategies: list[str], config: FitConfig, out: Path, quiet: bool = True) -> list[dict]:
+    """Fit each strategy with `config` (same epochs or time limit) into `out/<strategy>`; one row each."""
+    rows = []
+    for name in strategies:
+        start = time.monotonic()
+        result = fit(source, config.updated(strategy=name), Path(out) / name.replace(":", "-"), quiet=quiet)
+        rows.append(
+            {
+                "strategy": result.strategy.name,
+                "accuracy": result.scores["accuracy"],
+                "macro_f1": result.scores["macro_f1"],
+                "evaluated_on": result.scores["split"],
+                "seconds": round(time.monotonic() - start, 1),
+                "trainable_parameters": trainable_parameters(result),
+                "epochs": result.state.epoch,
+            }
+        )
+    write_json_atomic(Path(out) / "compare.json", rows)
+    plot_compare(rows, Path(out) / "compare.png")
+    return rows
+
+
+def format_compare(rows: list[dict]) -> str:
+    lines = [f"{'strategy':<12} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8} {'trainable':>11} {'epochs':>6}"]
+    for row in rows:
+        lines.append(
+            f"{row['strategy']:<12} {row['accuracy']:>9.4f} {row['macro_f1']:>9.4f} {row['seconds']:>8.1f} "
+            f"{row['trainable_parameters']:>11,} {row['epochs']:>6}"
+        )
+    if rows:
+        lines.append(f"(scored on the {rows[0]['evaluated_on']} split)")
+    return "\n".join(lines)
+
+
+def plot_compare(rows: list[dict], path: Path) -> None:
+    from transferlab.report.plots import plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+    bars = ax.bar([r["strategy"] for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
+    for bar, row in zip(bars, rows, strict=True):
+        ax.annotate(
+            f"{100 * row['accuracy']:.1f}%\n{row['seconds']:.0f} s",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set(ylabel=f"{rows[0]['evaluated_on']} accuracy (%)", title="strategies compared", ylim=(0, 105))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""The advisor: the decision rule on each of the four situations, real measurement on real data, and
+`fit --strategy auto` training what it chose."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import TINY
+from transferlab.advisor import SMALL_PER_CLASS, Evidence, decide, measure
+from transferlab.backbones import create_backbone
+from transferlab.config import FitConfig
+from transferlab.data import load_source, prepare
+from transferlab.fitting import fit
+
+STAGES = ["stem", "b0", "b1", "b2", "b3", "b4", "head"]
+
+
+def _evidence(per_class: int, curve: list[float], random_probe: float) -> Evidence:
+    return Evidence(
+        images_per_class=per_class,
+        total_images=per_class * 10,
+        small_below=SMALL_PER_CLASS,
+        stage_names=STAGES,
+        stage_probe=curve,
+        random_probe=random_probe,
+        logme_pretrained=1.0,
+        logme_random=0.1,
+        source_confidence=0.8,
+        peak_stage=max(range(len(curve)), key=lambda i: (curve[i] >= max(curve) - 0.01, -i)),
+        seconds=1.0,
+    )
+
+
+RISING = [0.40, 0.50, 0.60, 0.70, 0.80, 0.85, 0.90]  # useful up to the top: similar
+PEAKED = [0.40, 0.60, 0.75, 0.70, 0.65, 0.62, 0.60]  # best at b1, specific above: dissimilar
+
+
+@pytest.mark.parametrize(
+    ("per_class", "curve", "random_probe", "situation", "strategy"),
+    [
+        (10, RISING, 0.50, "small and similar", "head"),
+        (500, RISING, 0.50, "large and similar", "partial:6"),
+        (500, PEAKED, 0.50, "large and dissimilar", "full"),
+        (10, PEAKED, 0.50, "small and dissimilar", "partial:1"),
+        # a rising curve whose final features barely beat random ones is no evidence of similarity
+        (500, RISING, 0.85, "large and dissimilar", "full"),
+    ],
+)
+def test_the_four_situations(per_class, curve, random_probe, situation, strategy) -> None:
+    evidence = _evidence(per_class, curve, random_probe)
+    advice = decide(evidence)
+    assert (advice.situation, advice.strategy) == (situation, strategy)
+    assert advice.augment == ("strong" if per_class < 50 else "light")
+    # the explanation carries the numbers it decided on
+    assert f"{per_class} labelled images per class" in advice.explanation
+    assert f"{100 * curve[-1]:.1f}%" in advice.explanation and situation in advice.explanation
+
+
+def test_a_large_similar_set_freezes_the_stages_before_the_peak() -> None:
+    curve = [0.40, 0.50, 0.60, 0.85, 0.90, 0.90, 0.90]  # within 1 point of the best from stage 4 on
+    advice = decide(replace(_evidence(500, curve, 0.5), peak_stage=6))
+    assert advice.freeze_stages == 6
+    assert decide(replace(_evidence(500, curve, 0.5), peak_stage=5)).strategy == "partial:5"
+
+
+def test_measure_on_real_data(digits, tiny_weights) -> None:
+    data = prepare(load_source(digits, per_class=40), 32)
+    evidence = measure(create_backbone(TINY, weights=tiny_weights), data)
+    assert evidence.images_per_class == 40 and evidence.total_images == 120
+    assert evidence.stage_names[0] == "stem" and len(evidence.stage_probe) == len(evidence.stage_names)
+    assert all(0 <= a <= 1 for a in evidence.stage_probe)
+    assert evidence.stage_probe[evidence.peak_stage] >= max(evidence.stage_probe) - 0.01
+    assert evidence.seconds > 0
+    assert json.dumps(decide(evidence).to_json())  # JSON-able, keys as the CLI promises
+
+
+def test_fit_auto_saves_the_advice_and_trains_its_choice(digits, tiny_weights, tmp_path) -> None:
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), strategy="auto", image_size=32, epochs=1, per_class=40)
+    result = fit(digits, config, tmp_path / "run", quiet=True)
+    advice = json.loads((tmp_path / "run" / "advice.json").read_text())
+    assert set(advice) >= {"situation", "strategy", "freeze_stages", "evidence"}
+    assert result.strategy.name == advice["strategy"] == FitConfig.load(tmp_path / "run" / "config.yaml").strategy

@@ -1,0 +1,59 @@
+"""Stage probes on real data (scikit-learn's digits) through the tiny registered EfficientNet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY
+from transferlab.backbones import create_backbone
+from transferlab.data import load_source, prepare
+from transferlab.data.transforms import Normalizer
+from transferlab.probe import ProbeReport, format_probe_table, plot_probe, probe_stages, stage_features
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare(load_source("digits", per_class=30), 32)
+
+
+@pytest.fixture
+def backbone():
+    torch.manual_seed(0)
+    return create_backbone(TINY, pretrained=False)
+
+
+def test_stage_features_runs_each_stage_once_per_batch_and_ends_in_the_pooled_features(prepared, backbone) -> None:
+    images = prepared.splits["train"].images[:40]
+    calls = [0] * backbone.num_stages
+    for index, stage in enumerate(backbone.stages):
+        stage.register_forward_hook(lambda *_, index=index: calls.__setitem__(index, calls[index] + 1))
+    normalizer = Normalizer(backbone.preprocessing)
+
+    features = stage_features(backbone, images, normalizer, batch_size=16)
+
+    assert calls == [3] * backbone.num_stages  # 40 images in batches of 16: 3 batches, one pass each
+    assert backbone.training  # the caller's mode is restored
+    assert [f.shape for f in features] == [(40, f.shape[1]) for f in features]
+    assert features[-1].shape[1] == backbone.feature_dim
+    with torch.no_grad():
+        expected = backbone.eval().forward_features(normalizer(images)).numpy()
+    np.testing.assert_allclose(features[-1], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_stages_scores_every_stage_above_chance_at_the_top(prepared, backbone, tmp_path) -> None:
+    probes = probe_stages(backbone, prepared)
+
+    assert [p.index for p in probes] == list(range(backbone.num_stages))
+    assert [p.name for p in probes] == backbone.stage_names
+    assert all(0.0 <= p.accuracy <= 1.0 and np.isfinite(p.logme) for p in probes)
+    chance = 1 / len(prepared.classes)
+    # Even random convolutions keep enough of 10 digit shapes for a linear probe to beat chance well.
+    assert all(p.accuracy > 2 * chance for p in probes[-2:])
+
+    report = ProbeReport("digits", TINY, backbone.weights_source, 32, probes)
+    table = format_probe_table(report)
+    assert all(p.name in table for p in probes) and len(table.splitlines()) == len(probes) + 2
+    png = plot_probe(report, tmp_path / "probe.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
