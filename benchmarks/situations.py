@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from transferlab.advisor import advise
 from transferlab.backbones import create_backbone
 from transferlab.classifier import load
-from transferlab.config import FitConfig
+from transferlab.config import FitConfig, resolve_device
 from transferlab.data import load_source, prepare
 from transferlab.data.builtins import load_builtin
 from transferlab.fitting import fit
@@ -95,7 +95,7 @@ def run_cell(cell: Cell, work: Path) -> None:
         backbone=cell.backbone, image_size=cell.image_size, per_class=cell.per_class, time_limit=cell.time_limit
     )
     data = prepare(load_source(cell.train, per_class=cell.per_class, seed=cell.seeds[0]), cell.image_size)
-    advice = advise(create_backbone(cell.backbone), data, seed=cell.seeds[0])
+    advice = advise(create_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))
     cell.advice = {"strategy": advice.strategy, "situation": advice.situation, "seconds": advice.evidence.seconds}
     stages = len(advice.evidence.stage_names)
     # partial at the advisor's depth (or the middle when it chose otherwise) and at one clearly different depth
