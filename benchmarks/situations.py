@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -97,6 +98,12 @@ def run_cell(cell: Cell, work: Path) -> None:
     data = prepare(load_source(cell.train, per_class=cell.per_class, seed=cell.seeds[0]), cell.image_size)
     advice = advise(create_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))
     cell.advice = {"strategy": advice.strategy, "situation": advice.situation, "seconds": advice.evidence.seconds}
+    e = advice.evidence
+    print(
+        f"  {cell.name}: advisor {advice.situation} -> {advice.strategy} (gain {100 * e.transfer_gain:+.1f}, "
+        f"peak {e.peak_stage}/{len(e.stage_names)}, probe {[round(100 * a) for a in e.stage_probe]})",
+        flush=True,
+    )
     stages = len(advice.evidence.stage_names)
     # partial at the advisor's depth (or the middle when it chose otherwise) and at one clearly different depth
     depth = advice.freeze_stages if advice.strategy.startswith("partial") else stages // 2
@@ -152,6 +159,7 @@ def main() -> None:
     parser.add_argument("--lite-time-limit", type=float, default=150, help="seconds per Lite0 fit")
     parser.add_argument("--quick", action="store_true", help="source 1 only, one seed")
     parser.add_argument("--out", type=Path, default=Path("runs/situations.json"))
+    parser.add_argument("--cells", default="", help="run only the cells whose name matches this regex")
     args = parser.parse_args()
     start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="situations-"))
@@ -181,6 +189,7 @@ def main() -> None:
                     time_limit=args.lite_time_limit,
                 )
             )
+    cells = [cell for cell in cells if re.search(args.cells, cell.name)]
     for cell in cells:
         run_cell(cell, work)
     rows = report(cells)

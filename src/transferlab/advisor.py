@@ -39,6 +39,9 @@ SMALL_PER_CLASS = 100
 # and the probe curve must not peak before the last `TOP_STAGES` stages, for the target to count as similar.
 MIN_TRANSFER_GAIN = 0.10
 TOP_STAGES = 2
+# On a large set, pretrained features that beat random ones by less than this are not worth keeping:
+# training the structure from scratch wins (measured: digits from a small Fashion-MNIST source).
+SCRATCH_BELOW_GAIN = 0.03
 # Stages within this many probe points of the best count as the peak.
 PEAK_TOLERANCE = 0.01
 # The evidence is measured on at most this many images per class, to keep its cost small.
@@ -149,6 +152,8 @@ def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
     else:
         situation, freeze = "large and dissimilar", 0
     strategy = {None: "head", 0: "full"}.get(freeze, f"partial:{freeze}")
+    if freeze == 0 and evidence.transfer_gain < SCRATCH_BELOW_GAIN:
+        strategy = "scratch"
     augment = "strong" if (small and not similar) or evidence.images_per_class < STRONG_AUGMENT_BELOW else "light"
     advice = Advice(situation, strategy, freeze, BASE_LR[optimizer], augment, evidence, "")
     return Advice(**{**advice.__dict__, "explanation": explain(advice)})
@@ -177,6 +182,11 @@ def explain(advice: Advice) -> str:
     if e.source_confidence is not None:
         lines.append(f"the source classifier's mean top probability on these images: {e.source_confidence:.2f}")
     frozen = "" if advice.freeze_stages in (None, 0) else f", freezing {', '.join(names[: advice.freeze_stages])}"
+    if advice.strategy == "scratch":
+        frozen = (
+            f": the pretrained features beat random ones by less than {100 * SCRATCH_BELOW_GAIN:.0f} points, "
+            "so the structure is trained from scratch"
+        )
     lines.append(
         f"decision: {advice.situation} -> {advice.strategy}{frozen}; augmentation {advice.augment}, "
         f"lr {advice.lr:g} (backbone x0.1) [measured in {e.seconds:.1f} s]"

@@ -34,7 +34,7 @@ class FitConfig:
     epochs: int | None = None
     lr: float | None = None
     backbone_lr_ratio: float = 0.1
-    batch_size: int = 32
+    batch_size: int | None = None
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     momentum: float = 0.9
@@ -45,7 +45,7 @@ class FitConfig:
     augment: str = "auto"
     cached_views: int = 4
     image_size: int | None = None
-    patience: int = 5
+    patience: int | None = None
     time_limit: float | None = None
     per_class: int | None = None
     val_fraction: float = 0.2

@@ -21,6 +21,12 @@ SMALL_IMAGE_SIZE = 96
 STRONG_AUGMENT_BELOW = 50
 HEAD_EPOCHS = 30  # a linear head on cached features: epochs cost almost nothing
 TRAIN_EPOCHS = 15
+# Tiny sets give one or two batches per epoch; a fixed epoch count would leave them nearly untrained. These
+# floors on optimizer steps raise the epoch count (up to MAX_EPOCHS) where an epoch is that short.
+MIN_STEPS = {"head": 300, "train": 150}
+MAX_EPOCHS = 200
+BATCH_SIZE = 32
+MIN_BATCH_SIZE = 8
 BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
 
 
@@ -39,18 +45,29 @@ def prepare_for(dataset: Dataset, backbone: Backbone, size: int) -> PreparedData
     return prepare(dataset, size, interpolation=backbone.preprocessing.interpolation)
 
 
-def resolve(config: FitConfig, strategy: Strategy, per_class: int) -> FitConfig:
+def default_epochs(head_only: bool, steps_per_epoch: int) -> int:
+    floor = -(-MIN_STEPS["head" if head_only else "train"] // steps_per_epoch)
+    return min(MAX_EPOCHS, max(HEAD_EPOCHS if head_only else TRAIN_EPOCHS, floor))
+
+
+def resolve(config: FitConfig, strategy: Strategy, per_class: int, train_count: int) -> FitConfig:
     """`config` with every automatic setting (but the image size, chosen before) replaced by its value.
 
-    `per_class` is the smallest number of training images in any class.
+    `per_class` is the smallest number of training images in any class, `train_count` the number in all.
     """
     head_only = strategy.frozen_stages is None
     augment = config.augment
     if augment == "auto":
         augment = "strong" if per_class < STRONG_AUGMENT_BELOW else "light"
+    # At least four batches per epoch: a 40-image set trains on batches of 10, not one batch of 32.
+    batch_size = config.batch_size or min(BATCH_SIZE, max(MIN_BATCH_SIZE, train_count // 4))
+    epochs = config.epochs or default_epochs(head_only, max(1, train_count // batch_size))
     return config.updated(
         strategy=strategy.name,
-        epochs=config.epochs or (HEAD_EPOCHS if head_only else TRAIN_EPOCHS),
+        epochs=epochs,
+        batch_size=batch_size,
+        # patience in epochs, but never fewer than a fifth of the run: short epochs are noisy
+        patience=config.patience or max(5, epochs // 5),
         lr=config.lr or BASE_LR[config.optimizer],
         augment=augment,
     )

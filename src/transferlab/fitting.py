@@ -124,8 +124,10 @@ def fit(
     if config.strategy == "auto":
         config = _choose_strategy(backbone, data, config, run_dir, device, echo)
     strategy = parse_strategy(config.strategy)
-    per_class = int(torch.bincount(data.splits["train"].labels, minlength=len(data.classes)).min())
-    config = resolve(config.updated(image_size=size), strategy, per_class)
+    if not strategy.pretrained and backbone.weights_source != "random":  # the advisor chose scratch
+        backbone = create_backbone(config.backbone, pretrained=False)
+    counts = torch.bincount(data.splits["train"].labels, minlength=len(data.classes))
+    config = resolve(config.updated(image_size=size), strategy, int(counts.min()), int(counts.sum()))
     model = TransferModel(backbone, len(data.classes)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

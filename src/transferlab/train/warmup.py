@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from transferlab.config import FitConfig
-from transferlab.defaults import BASE_LR, HEAD_EPOCHS
+from transferlab.defaults import BASE_LR, default_epochs
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.inputs import make_batches
@@ -21,8 +21,13 @@ from transferlab.train.loop import Trainer, validate
 def warm_start_head(model: TransferModel, config: FitConfig, data: Any, device: str, run_dir: Any) -> float:
     """Train only the head on clean cached features; returns its validation accuracy."""
     strategy = parse_strategy("head")
+    steps_per_epoch = max(1, len(data.splits["train"].labels) // (config.batch_size or 1))
     head_config = config.updated(
-        strategy="head", augment="none", epochs=HEAD_EPOCHS, lr=BASE_LR[config.optimizer], time_limit=None
+        strategy="head",
+        augment="none",
+        epochs=default_epochs(head_only=True, steps_per_epoch=steps_per_epoch),
+        lr=BASE_LR[config.optimizer],
+        time_limit=None,
     )
     train, val, _ = make_batches(model, strategy, head_config, data, device)
     Trainer(model, strategy, head_config, train, val, run_dir).fit()
