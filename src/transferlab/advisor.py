@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold
 
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import resolve_device
@@ -40,10 +41,13 @@ SMALL_PER_CLASS = 100
 MIN_TRANSFER_GAIN = 0.10
 TOP_STAGES = 2
 # On a large set, pretrained features that beat random ones by less than this are not worth keeping:
-# training the structure from scratch wins (measured: digits from a small Fashion-MNIST source).
-SCRATCH_BELOW_GAIN = 0.03
+# training the structure from scratch wins (measured: digits, +0 points, and Fashion-MNIST 5-9, +4 points,
+# from a tiny network trained on Fashion-MNIST 0-4: scratch beat every fine-tune by 2 to 4 points).
+SCRATCH_BELOW_GAIN = 0.05
 # Stages within this many probe points of the best count as the peak.
 PEAK_TOLERANCE = 0.01
+# Fewer held-out images per class than this, and probes are cross-validated over all labelled images instead.
+MIN_HELD_OUT_PER_CLASS = 10
 # The evidence is measured on at most this many images per class, to keep its cost small.
 EVIDENCE_PER_CLASS = 100
 
@@ -102,6 +106,16 @@ def _features(backbone: Backbone, data: PreparedData, seed: int, device: str) ->
     return train_feats, val_feats, train.labels[pick].numpy(), val.labels.numpy()
 
 
+def _probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
+    """Probe accuracy on the held-out split; cross-validated over both splits when the held-out one is tiny."""
+    if np.bincount(val_y).min() >= MIN_HELD_OUT_PER_CLASS:
+        return probe_accuracy(train_x, train_y, val_x, val_y)
+    # Two validation images per class would make every probe score a coin toss: use all labelled images.
+    x, y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+    folds = StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True, random_state=0)
+    return float(np.mean([probe_accuracy(x[a], y[a], x[b], y[b]) for a, b in folds.split(x, y)]))
+
+
 def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float | None:
     if backbone.source_classifier is None:
         return None
@@ -117,7 +131,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
     random_init = create_backbone(pretrained.name, pretrained=False).to(device)
     train_x, val_x, train_y, val_y = _features(pretrained, data, seed, device)
     random_train, random_val, _, _ = _features(random_init, data, seed, device)
-    stage_probe = [probe_accuracy(a, train_y, b, val_y) for a, b in zip(train_x, val_x, strict=True)]
+    stage_probe = [_probe(a, train_y, b, val_y) for a, b in zip(train_x, val_x, strict=True)]
     best = max(stage_probe)
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
@@ -127,7 +141,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         small_below=SMALL_PER_CLASS,
         stage_names=pretrained.stage_names,
         stage_probe=stage_probe,
-        random_probe=probe_accuracy(random_train[-1], train_y, random_val[-1], val_y),
+        random_probe=_probe(random_train[-1], train_y, random_val[-1], val_y),
         logme_pretrained=logme(train_x[-1], train_y),
         logme_random=logme(random_train[-1], train_y),
         source_confidence=_source_confidence(pretrained, np.concatenate([train_x[-1], val_x[-1]])),
