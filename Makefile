@@ -22,7 +22,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# The benchmarks read the full Fashion-MNIST: Debian's package (offline), else transferlab downloads it.
 bench: $(STAMP)
+	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist || true
 	$(PY) benchmarks/run_all.py
 
 lint: $(STAMP)

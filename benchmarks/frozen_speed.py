@@ -59,7 +59,13 @@ def main() -> None:
     test = data.splits["test"]
     test.images, test.labels = test.images[: args.test], test.labels[: args.test]
     config = FitConfig(
-        strategy="head", epochs=10, lr=1e-3, augment="light", cached_views=args.views, image_size=args.size
+        strategy="head",
+        epochs=10,
+        lr=1e-3,
+        batch_size=32,
+        augment="light",
+        cached_views=args.views,
+        image_size=args.size,
     )
     classic_s, classic_acc = run(data, test, config, cached=False)
     cached_s, cached_acc = run(data, test, config, cached=True)

@@ -53,7 +53,7 @@ def plain_loop(images: torch.Tensor, labels: torch.Tensor, batch: int, steps: in
     return steps * batch / (time.perf_counter() - start)
 
 
-def pil_pipeline(pngs: list[bytes], labels: torch.Tensor, size: int, batch: int, steps: int) -> float:
+def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int, steps: int) -> float:
     """The classic per-item pipeline: decode, resize and convert each image every time it is used."""
     model = _model(False)
     model.train()
@@ -65,7 +65,7 @@ def pil_pipeline(pngs: list[bytes], labels: torch.Tensor, size: int, batch: int,
         index = torch.randint(len(labels), (batch,)).tolist()
         items = []
         for i in index:
-            image = Image.open(io.BytesIO(pngs[i])).convert("RGB").resize((size, size), Image.BILINEAR)
+            image = Image.open(io.BytesIO(jpegs[i])).convert("RGB").resize((size, size), Image.BILINEAR)
             items.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1))
         x = (torch.stack(items).float() / 255 - 0.5) / 0.5
         loss = F.cross_entropy(model(x), torch.tensor([labels[i] for i in index]))
@@ -102,16 +102,18 @@ def main() -> None:
     count = args.batch * (args.steps + 2)
     images = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (count,), generator=generator)
-    pngs = []
-    for image in images[:, 0].numpy():
+    # The per-item pipeline reads photo-sized JPEGs (256 px), as it would from an image folder.
+    photos = torch.nn.functional.interpolate(images[:, :, :32, :32].float(), size=256, mode="bilinear")
+    jpegs = []
+    for image in photos.to(torch.uint8).permute(0, 2, 3, 1).numpy():
         buffer = io.BytesIO()
-        Image.fromarray(image[:28:, :28]).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
+        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
 
     rows = [
         ("plain PyTorch loop, NCHW", plain_loop(images, labels, args.batch, args.steps, False)),
         ("plain PyTorch loop, channels-last", plain_loop(images, labels, args.batch, args.steps, True)),
-        ("per-item PIL decode + resize, NCHW", pil_pipeline(pngs, labels, args.size, args.batch, args.steps)),
+        ("per-item PIL decode + resize, NCHW", pil_pipeline(jpegs, labels, args.size, args.batch, args.steps)),
         ("transferlab full, NCHW", transferlab_loop(images, labels, args.batch, args.steps, False)),
         (
             "transferlab full (default: channels-last)",

@@ -1,0 +1,29 @@
+"""`make bench`: every benchmark, one after another (two at once on two cores would slow each other many
+times over), each printing its own table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = ["throughput.py", "frozen_speed.py", "accuracy.py", "situations.py"]
+
+
+def main() -> int:
+    here = Path(__file__).parent
+    failed = []
+    for name in BENCHMARKS:
+        print(f"\n=== {name}", flush=True)
+        start = time.monotonic()
+        if subprocess.run([sys.executable, str(here / name), *sys.argv[1:]], check=False).returncode:
+            failed.append(name)
+        print(f"=== {name}: {time.monotonic() - start:.0f} s", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
