@@ -88,3 +88,28 @@ def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, t
     runs = [fit(digits, config.updated(seed=s), tmp_path / f"r{i}", quiet=True) for i, s in enumerate((1, 1, 2))]
     losses = [[r["val_loss"] for r in _epochs(run.run_dir)] for run in runs]
     assert losses[0] == losses[1] != losses[2]
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
+    digits, tiny_weights, tmp_path, monkeypatch
+) -> None:
+    import torch
+    from torch import nn
+
+    from transferlab.train import loop
+    from transferlab.train.loop import TrainingDiverged
+
+    class DivergingLoss(nn.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            DivergingLoss.calls += 1
+            loss = super().forward(logits, target)
+            return loss * float("nan") if DivergingLoss.calls > 12 else loss  # after the first epochs
+
+    monkeypatch.setattr(loop.nn, "CrossEntropyLoss", DivergingLoss)
+    config = _config(tiny_weights, strategy="head", epochs=10)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch \d+, step \d+.*--lr"):
+        fit(digits, config, tmp_path / "run", quiet=True)
+    saved = load_file(tmp_path / "run" / "model.safetensors")  # the last good checkpoint, loadable
+    assert all(torch.isfinite(t).all() for t in saved.values())
