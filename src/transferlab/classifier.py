@@ -48,7 +48,7 @@ class TransferClassifier:
         config = FitConfig(backbone=self.backbone, strategy=self.strategy).updated(**self.settings)
         run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="transferlab-"))
         result = fit(source, config, run_dir, quiet=quiet)
-        self._set_fitted(result.model, result.classes, result.config.image_size, run_dir)
+        self._set_fitted(result.model, result.classes, result.image_size, run_dir)
         self.scores_ = result.scores
         return self
 

@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a pretrained backbone to a data source")
     p.add_argument("source", nargs="?", help="image folder, CSV manifest, or built-in name")
     p.add_argument("--out", type=Path, help="run dir (default: runs/<time>-<source>)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run (settings from its config.yaml)"
+    )
     _add_fit_flags(p)
     p.set_defaults(run=cmd_fit)
 

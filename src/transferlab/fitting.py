@@ -49,6 +49,7 @@ class FitResult:
     strategy: Strategy
     state: TrainState
     scores: dict[str, Any]  # on the test split, or on validation when the source has no test split
+    image_size: int
 
 
 def _source_and_config(
@@ -79,6 +80,7 @@ def _choose_strategy(
 
 
 def _callbacks(model: TransferModel, config: FitConfig, run_dir: Path, extra: dict, quiet: bool) -> list[Callback]:
+    assert config.patience is not None, "resolve() sets the patience"
     callbacks: list[Callback] = [
         MetricsLog(run_dir / "metrics.jsonl"),
         BestCheckpoint(lambda _trainer: save_model(model, run_dir, extra)),
@@ -136,8 +138,8 @@ def fit(
     if not resume:
         config.save(run_dir / "config.yaml")
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    counts = {name: len(split.labels) for name, split in data.splits.items()}
-    echo(f"data: {dataset.name}, {len(data.classes)} classes, {counts}, {len(data.skipped)} skipped")
+    sizes = {name: len(split.labels) for name, split in data.splits.items()}
+    echo(f"data: {dataset.name}, {len(data.classes)} classes, {sizes}, {len(data.skipped)} skipped")
     echo(f"backbone: {backbone.name} (weights: {backbone.weights_source}), image size {config.image_size}")
     echo(f"strategy: {strategy.name}: {strategy.describe(model)}")
     if strategy.warm_start and strategy.trains_backbone(model) and not resume:
@@ -171,4 +173,4 @@ def fit(
         "evaluated_on": scores["split"],
     }
     write_json_atomic(run_dir / "summary.json", summary)
-    return FitResult(run_dir, model, data.classes, config, strategy, state, scores)
+    return FitResult(run_dir, model, data.classes, config, strategy, state, scores, size)

@@ -3,9 +3,8 @@ else from the decoded images, normalised and augmented batch by batch."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from transferlab.config import FitConfig
+from transferlab.data import PreparedData
 from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
@@ -14,33 +13,30 @@ from transferlab.train.features import DEFAULT_BUDGET_BYTES, cache_views, views_
 
 
 def make_batches(
-    model: TransferModel, strategy: Strategy, config: FitConfig, data: Any, device: str
+    model: TransferModel, strategy: Strategy, config: FitConfig, data: PreparedData, device: str
 ) -> tuple[Batches, Batches, str]:
-    """(train, val, a note on how the input is fed). `data` holds decoded `splits` (PreparedData)."""
+    """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved."""
+    batch, size = config.batch_size, config.image_size
+    if batch is None or size is None:
+        raise ValueError("make_batches needs a resolved config: batch_size and image_size set")
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
     train, val = data.splits["train"], data.splits["val"]
     preset = PRESETS[config.augment]
     frozen = strategy.num_frozen(model)
     wanted = 1 + (config.cached_views if preset.active else 0)
-    fits = (
-        views_that_fit(model, frozen, config.image_size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES)
-        if frozen
-        else 0
-    )
+    fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
-        common = {"batch_size": config.batch_size, "start_stage": frozen, "device": device}
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
         val_views = cache_views(model, val.images, frozen, normalizer, preset, 1, config.seed, device=device)
         note = f"frozen prefix ({frozen} stages) cached once: {fits} view(s) per image ({fits - 1} augmented)"
         return (
-            CachedBatches(views, train.labels, shuffle=True, **common),
-            CachedBatches(val_views, val.labels, **common),
+            CachedBatches(views, train.labels, batch, frozen, shuffle=True, device=device),
+            CachedBatches(val_views, val.labels, batch, frozen, device=device),
             note,
         )
-    common = {"normalizer": normalizer, "batch_size": config.batch_size, "device": device}
     note = f"images normalised per batch, augmentation '{preset.name}' applied on the fly"
     return (
-        ImageBatches(train.images, train.labels, augment=preset, shuffle=True, **common),
-        ImageBatches(val.images, val.labels, **common),
+        ImageBatches(train.images, train.labels, normalizer, batch, preset, shuffle=True, device=device),
+        ImageBatches(val.images, val.labels, normalizer, batch, device=device),
         note,
     )

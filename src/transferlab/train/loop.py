@@ -54,7 +54,7 @@ def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
     for x, y in batches.batches():
         logits = model.forward_from(x, batches.start_stage)
         loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += int((logits.argmax(1) == y).sum())
         count += len(y)
     return {"val_loss": loss / max(1, count), "val_accuracy": correct / max(1, count)}
 
