@@ -25,6 +25,12 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def _tiny_fit(folder: Path, weights: Path, run: Path, strategy: str, epochs: int) -> list[str]:
+    """`fit` arguments for the tiny backbone at 32 px, writing to `run`."""
+    return ["fit", str(folder), "--backbone", TINY, "--weights", str(weights), "--strategy", strategy,
+            "--epochs", str(epochs), "--image-size", "32", "--out", str(run)]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def folder(digits, tmp_path_factory) -> Path:
     """An image folder with train/ and test/ class subfolders of real PNG files, plus one corrupt file."""
@@ -66,22 +72,7 @@ def test_data_json_lists_classes_counts_and_skipped_files(folder, capsys) -> Non
 
 def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path) -> None:
     run = tmp_path / "run"
-    fitted = _run(
-        "fit",
-        str(folder),
-        "--backbone",
-        TINY,
-        "--weights",
-        str(tiny_weights),
-        "--strategy",
-        "partial:3",
-        "--epochs",
-        "2",
-        "--image-size",
-        "32",
-        "--out",
-        str(run),
-    )
+    fitted = _run(*_tiny_fit(folder, tiny_weights, run, "partial:3", epochs=2))
     assert fitted.returncode == 0, fitted.stderr
     assert "corrupt.png" in fitted.stderr  # the skipped file is named, with its reason
     assert (run / "eval.json").is_file() and (run / "confusion.png").is_file()
@@ -108,24 +99,7 @@ def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path)
 
 def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_weights, tmp_path) -> None:
     run = tmp_path / "run"
-    args = [
-        "fit",
-        str(folder),
-        "--backbone",
-        TINY,
-        "--weights",
-        str(tiny_weights),
-        "--strategy",
-        "full",
-        "--epochs",
-        "4",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--out",
-        str(run),
-    ]
+    args = [*_tiny_fit(folder, tiny_weights, run, "full", epochs=4), "--batch-size", "8"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "transferlab", *args], stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
