@@ -21,6 +21,7 @@ from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
 from transferlab.data.transforms import PRESETS, Normalizer
+from transferlab.defaults import CACHED_VIEWS
 from transferlab.evaluate import probabilities
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
@@ -52,7 +53,7 @@ def run(data, test, config: FitConfig, cached: bool) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--views", type=int, default=FitConfig.cached_views, help="augmented views cached per image")
+    parser.add_argument("--views", type=int, default=CACHED_VIEWS["head"], help="augmented views cached per image")
     parser.add_argument("--test", type=int, default=2000, help="test images scored (not timed)")
     args = parser.parse_args()
     data = prepare(load_source("fashion-mnist", per_class=100, seed=0), args.size)

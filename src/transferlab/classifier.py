@@ -55,7 +55,9 @@ class TransferClassifier:
     def _set_fitted(self, model: TransferModel, classes: list[str], image_size: int, run_dir: Path) -> None:
         self.model_, self.classes_, self.image_size_, self.run_dir_ = model, classes, image_size, run_dir
         self.device_ = resolve_device(self.settings.get("device", "auto"))
-        self.model_.to(self.device_).eval()
+        # One layout for a fitted and a loaded model, so that both give bit-identical probabilities; channels-last
+        # is the faster one on CPU (see benchmarks/throughput.py).
+        self.model_.to(self.device_, memory_format=torch.channels_last).eval()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -23,7 +23,9 @@ class FitConfig:
     """How to fit: which backbone, which strategy, and how to train it.
 
     `lr` is the head's learning rate; trained backbone stages get `lr * backbone_lr_ratio` (discriminative
-    rates: pretrained layers need small steps, the new head needs large ones). `None` means "chosen from the
+    rates: pretrained layers need small steps, the new head needs large ones; unset, the strategy's own ratio:
+    0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
+    predicts each image as the mean of it and its mirror image. `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records.
     """
 
@@ -33,7 +35,7 @@ class FitConfig:
     strategy: str = "auto"
     epochs: int | None = None
     lr: float | None = None
-    backbone_lr_ratio: float = 0.1
+    backbone_lr_ratio: float | None = None
     batch_size: int | None = None
     optimizer: str = "adamw"
     weight_decay: float = 0.01
@@ -43,7 +45,8 @@ class FitConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.1
     augment: str = "auto"
-    cached_views: int = 4
+    cached_views: int | None = None
+    test_time_flip: bool = True
     image_size: int | None = None
     patience: int | None = None
     time_limit: float | None = None
@@ -61,7 +64,7 @@ class FitConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("lr", "time_limit"):
+        for name in ("lr", "backbone_lr_ratio", "time_limit"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
@@ -69,7 +72,7 @@ class FitConfig:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.cached_views < 0:
+        if self.cached_views is not None and self.cached_views < 0:
             raise ConfigError(f"cached_views must be 0 or more, got {self.cached_views}")
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:

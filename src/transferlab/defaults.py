@@ -27,7 +27,16 @@ MIN_STEPS = {"head": 300, "train": 150}
 MAX_EPOCHS = 200
 BATCH_SIZE = 32
 MIN_BATCH_SIZE = 8
+# Batch of every no-grad pass (feature cache, probes, evaluation). On this 2-core CPU, tf_efficientnet_lite0
+# at 128 px in channels-last ran at 5.0 ms per image in batches of 32 and 6.0 ms in batches of 64: a smaller
+# batch's activations stay in the CPU cache.
+INFERENCE_BATCH = 32
 BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
+# Augmented views cached per image beside the clean one (when augmenting). A linear head gains nothing from
+# more: head, Fashion-MNIST 100/class, 128 px, 10 epochs, 2,000 test images: 1 view 82.9% in 12.1 s, 4 views
+# 82.6% in 25.5 s, fresh augmentation every epoch 82.7% in 63.5 s. Trained stages after a cached prefix
+# see more variety from more views, and there the prefix pass is the smaller cost.
+CACHED_VIEWS = {"head": 1, "train": 4}
 
 
 def working_size(native: int, backbone_size: int) -> int:
@@ -60,6 +69,7 @@ def resolve(config: FitConfig, strategy: Strategy, per_class: int, train_count: 
     if augment == "auto":
         augment = "strong" if per_class < STRONG_AUGMENT_BELOW else "light"
     # At least four batches per epoch: a 40-image set trains on batches of 10, not one batch of 32.
+    views = CACHED_VIEWS["head" if head_only else "train"]
     batch_size = config.batch_size or min(BATCH_SIZE, max(MIN_BATCH_SIZE, train_count // 4))
     epochs = config.epochs or default_epochs(head_only, max(1, train_count // batch_size))
     return config.updated(
@@ -69,5 +79,7 @@ def resolve(config: FitConfig, strategy: Strategy, per_class: int, train_count: 
         # patience in epochs, but never fewer than a fifth of the run: short epochs are noisy
         patience=config.patience or max(5, epochs // 5),
         lr=config.lr or BASE_LR[config.optimizer],
+        backbone_lr_ratio=config.backbone_lr_ratio or strategy.backbone_lr_ratio,
+        cached_views=views if config.cached_views is None else config.cached_views,
         augment=augment,
     )

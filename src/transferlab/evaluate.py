@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from transferlab.data.transforms import Normalizer
+from transferlab.defaults import INFERENCE_BATCH
 from transferlab.model import TransferModel
 
 
@@ -18,15 +19,19 @@ def probabilities(
     model: TransferModel,
     images: torch.Tensor,
     normalizer: Normalizer,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
 ) -> torch.Tensor:
-    """Softmax class probabilities [N, C] for decoded uint8 images [N, 3, S, S]."""
+    """Softmax class probabilities [N, C] for decoded uint8 images [N, 3, S, S] (averaged with the mirror
+    images' when the model predicts with `test_time_flip`)."""
     model.eval()
-    chunks = [
-        model(normalizer(images[i : i + batch_size], device=device)).softmax(dim=1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = normalizer(images[start : start + batch_size], device=device)
+        probs = model(x).softmax(dim=1)
+        if model.test_time_flip:
+            probs = (probs + model(x.flip(-1)).softmax(dim=1)) / 2
+        chunks.append(probs.cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, model.num_classes)
 
 

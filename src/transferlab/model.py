@@ -25,13 +25,19 @@ class TransferModel(nn.Module):
     `forward_from(x, start)` runs the model from backbone stage `start` on, where `x` is the output of stage
     `start - 1` (or the pooled features when `start == num_stages`): this is what lets a frozen prefix be
     computed once and cached.
+
+    `test_time_flip`: predictions average each image and its mirror image. Set for models trained with
+    flip augmentation, which have learned that a mirrored image is the same class.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.2) -> None:
+    def __init__(
+        self, backbone: Backbone, num_classes: int, dropout: float = 0.2, test_time_flip: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.dropout = dropout
+        self.test_time_flip = test_time_flip
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.feature_dim, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +57,7 @@ class TransferModel(nn.Module):
             "feature_dim": self.backbone.feature_dim,
             "num_classes": self.num_classes,
             "head": {"type": "dropout-linear", "dropout": self.dropout},
+            "test_time_flip": self.test_time_flip,
             "preprocessing": {
                 "mean": list(pre.mean),
                 "std": list(pre.std),
@@ -88,7 +95,8 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
     backbone = create_backbone(meta["backbone"], pretrained=False)
     backbone.preprocessing = Preprocessing(**{k: _tuple(v) for k, v in meta["preprocessing"].items()})
     backbone.weights_source = meta["weights_source"]
-    model = TransferModel(backbone, meta["num_classes"], dropout=meta["head"]["dropout"])
+    flip = meta.get("test_time_flip", False)
+    model = TransferModel(backbone, meta["num_classes"], dropout=meta["head"]["dropout"], test_time_flip=flip)
     model.load_state_dict(load_file(weights))
     model.eval()
     return model, meta

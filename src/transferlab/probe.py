@@ -25,7 +25,7 @@ from transferlab.config import resolve_device
 from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import image_size_for, prepare_for
+from transferlab.defaults import INFERENCE_BATCH, image_size_for, prepare_for
 from transferlab.transferability import logme
 
 # Enough for lbfgs on standardised features to settle on small data sets; a probe that stops short still ranks
@@ -60,7 +60,11 @@ class ProbeReport:
 
 @torch.no_grad()
 def stage_features(
-    backbone: Backbone, images: torch.Tensor, normalizer: Normalizer, batch_size: int = 64, device: str = "cpu"
+    backbone: Backbone,
+    images: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int = INFERENCE_BATCH,
+    device: str = "cpu",
 ) -> list[np.ndarray]:
     """The globally pooled output of every stage for uint8 `images` [N, 3, S, S]: one [N, C_stage] per stage.
 
@@ -93,7 +97,7 @@ def probe_accuracy(
 
 
 def probe_stages(
-    backbone: Backbone, prepared: PreparedData, *, batch_size: int = 64, device: str = "cpu"
+    backbone: Backbone, prepared: PreparedData, *, batch_size: int = INFERENCE_BATCH, device: str = "cpu"
 ) -> list[StageProbe]:
     """A linear probe and LogME for every stage of `backbone`, on decoded data (train fits, val scores)."""
     backbone.to(device)

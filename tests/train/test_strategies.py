@@ -26,7 +26,9 @@ def _train(strategy_name: str, digits: tuple[np.ndarray, np.ndarray], run_dir: P
     model = TransferModel(create_backbone(TINY, pretrained=False), 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = prepare(load_source(digits, per_class=30), 32)
-    config = FitConfig(strategy=strategy_name, epochs=2, lr=1e-2, image_size=32, augment=augment, batch_size=16)
+    config = FitConfig(
+        strategy=strategy_name, epochs=2, lr=1e-2, image_size=32, augment=augment, batch_size=16, cached_views=2
+    )
     train, val, _ = make_batches(model, strategy, config, data, "cpu")
     Trainer(model, strategy, config, train, val, run_dir=run_dir).fit()
     return model, before, strategy

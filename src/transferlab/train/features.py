@@ -13,6 +13,7 @@ import logging
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
+from transferlab.defaults import INFERENCE_BATCH
 from transferlab.model import TransferModel
 from transferlab.train.batches import step_seed
 
@@ -27,7 +28,7 @@ def prefix_outputs(
     images: torch.Tensor,
     frozen: int,
     normalizer: Normalizer,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH,
     augment: Augment = PRESETS["none"],
     seed: int = 0,
     device: str = "cpu",
@@ -69,7 +70,7 @@ def cache_views(
     augment: Augment,
     views: int,
     seed: int,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
 ) -> torch.Tensor:
     """[views, N, ...]: view 0 is the clean image, views 1.. are augmented with distinct seeds."""
