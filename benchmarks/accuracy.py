@@ -2,7 +2,9 @@
 (seeded; 80 train + 20 validation), scored on all 10,000 test images; wall time per row. One more row:
 logistic regression on raw pixels, the floor any transfer has to clear.
 
-    python benchmarks/accuracy.py [--per-class 100] [--strategies head,partial:5,partial:2,full,scratch]
+    python benchmarks/accuracy.py [--per-class 100] [--strategies head,partial:5,partial:2,full,scratch,auto]
+
+`auto` is the default strategy: the advisor measures the data, then picks the strategy and its settings.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def raw_pixels(per_class: int, seed: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=100)
-    parser.add_argument("--strategies", default="head,partial:5,partial:2,full,scratch")
+    parser.add_argument("--strategies", default="head,partial:5,partial:2,full,scratch,auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="accuracy-")))
     args = parser.parse_args()
@@ -44,7 +46,7 @@ def main() -> None:
     pixels, seconds = raw_pixels(args.per_class, args.seed)
     print(f"\ntf_efficientnet_lite0 (ImageNet), Fashion-MNIST {args.per_class}/class, defaults, 10,000 test images")
     print(format_compare(rows))
-    print(f"{'raw pixels':<12} {pixels:>9.4f} {'':>9} {seconds:>8.1f}   (logistic regression)")
+    print(f"{'raw pixels':<14} {pixels:>9.4f} {'':>9} {seconds:>8.1f}   (logistic regression)")
     print(f"run dirs: {args.out}")
 
 

@@ -97,7 +97,12 @@ def run_cell(cell: Cell, work: Path) -> None:
     )
     data = prepare(load_source(cell.train, per_class=cell.per_class, seed=cell.seeds[0]), cell.image_size)
     advice = advise(create_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))
-    cell.advice = {"strategy": advice.strategy, "situation": advice.situation, "seconds": advice.evidence.seconds}
+    cell.advice = {
+        "strategy": advice.strategy,
+        "situation": advice.situation,
+        "backbone_lr_ratio": advice.backbone_lr_ratio,
+        "seconds": advice.evidence.seconds,
+    }
     e = advice.evidence
     print(
         f"  {cell.name}: advisor {advice.situation} -> {advice.strategy} (gain {100 * e.transfer_gain:+.1f}, "
@@ -112,7 +117,10 @@ def run_cell(cell: Cell, work: Path) -> None:
         for seed in cell.seeds:
             start = time.monotonic()
             run = work / f"{cell.name}-{strategy.replace(':', '')}-{seed}"
-            fit(cell.train, base.updated(strategy=strategy, seed=seed, augment=advice.augment), run, quiet=True)
+            settings = base.updated(strategy=strategy, seed=seed, augment=advice.augment)
+            if strategy == advice.strategy:  # the advisor's pick runs as the advisor set it up
+                settings = settings.updated(backbone_lr_ratio=advice.backbone_lr_ratio)
+            fit(cell.train, settings, run, quiet=True)
             accuracy = load(run).evaluate(cell.test, split="all")["accuracy"]
             cell.results.setdefault(strategy, []).append(accuracy)
             cell.seconds[strategy] = cell.seconds.get(strategy, 0) + (time.monotonic() - start) / len(cell.seeds)
@@ -127,9 +135,8 @@ def report(cells: list[Cell]) -> list[dict]:
         best = max(means, key=means.__getitem__)
         for strategy, values in cell.results.items():
             spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-            marks = (" <- advisor" if strategy == cell.advice["strategy"] else "") + (
-                " (best)" if strategy == best else ""
-            )
+            pick = f" <- advisor (backbone lr x{cell.advice['backbone_lr_ratio']:g})"
+            marks = (pick if strategy == cell.advice["strategy"] else "") + (" (best)" if strategy == best else "")
             seconds = cell.seconds[strategy]
             print(f"{cell.name:<34} {strategy:<11} {means[strategy]:6.1f} {spread:5.1f} {seconds:6.0f}{marks}")
         pick = cell.advice["strategy"]

@@ -39,22 +39,22 @@ PEAKED = [0.40, 0.60, 0.75, 0.70, 0.65, 0.62, 0.60]  # best at b1, specific abov
 
 
 @pytest.mark.parametrize(
-    ("per_class", "curve", "random_probe", "situation", "strategy"),
+    ("per_class", "curve", "random_probe", "situation", "strategy", "ratio"),
     [
-        (10, RISING, 0.50, "small and similar", "head"),
-        (500, RISING, 0.50, "large and similar", "partial:6"),
-        (500, PEAKED, 0.50, "large and dissimilar", "full"),
-        (10, PEAKED, 0.50, "small and dissimilar", "partial:1"),
+        (10, RISING, 0.50, "small and similar", "head", 0.1),
+        (500, RISING, 0.50, "large and similar", "partial:6", 0.1),
+        (500, PEAKED, 0.50, "large and dissimilar", "full", 0.3),
+        (10, PEAKED, 0.50, "small and dissimilar", "partial:1", 0.3),
         # a rising curve whose final features barely beat random ones is no evidence of similarity
-        (500, RISING, 0.85, "large and dissimilar", "full"),
+        (500, RISING, 0.85, "large and dissimilar", "full", 0.3),
         # pretrained features worth almost nothing on a large set: the structure trains from scratch
-        (500, PEAKED, 0.58, "large and dissimilar", "scratch"),
+        (500, PEAKED, 0.58, "large and dissimilar", "scratch", 1.0),
     ],
 )
-def test_the_four_situations(per_class, curve, random_probe, situation, strategy) -> None:
+def test_the_four_situations(per_class, curve, random_probe, situation, strategy, ratio) -> None:
     evidence = _evidence(per_class, curve, random_probe)
     advice = decide(evidence)
-    assert (advice.situation, advice.strategy) == (situation, strategy)
+    assert (advice.situation, advice.strategy, advice.backbone_lr_ratio) == (situation, strategy, ratio)
     assert advice.augment == ("strong" if per_class < 50 else "light")
     # the explanation carries the numbers it decided on
     assert f"{per_class} labelled images per class" in advice.explanation
@@ -84,4 +84,16 @@ def test_fit_auto_saves_the_advice_and_trains_its_choice(digits, tiny_weights, t
     result = fit(digits, config, tmp_path / "run", quiet=True)
     advice = json.loads((tmp_path / "run" / "advice.json").read_text())
     assert set(advice) >= {"situation", "strategy", "freeze_stages", "evidence"}
-    assert result.strategy.name == advice["strategy"] == FitConfig.load(tmp_path / "run" / "config.yaml").strategy
+    saved = FitConfig.load(tmp_path / "run" / "config.yaml")
+    assert result.strategy.name == advice["strategy"] == saved.strategy
+    assert result.strategy.backbone_lr_ratio == advice["backbone_lr_ratio"] == saved.backbone_lr_ratio
+
+
+def test_a_ratio_the_user_set_overrides_the_advisors(digits, tiny_weights, tmp_path) -> None:
+    config = FitConfig(
+        backbone=TINY, weights=str(tiny_weights), strategy="auto", image_size=32, epochs=1, per_class=40
+    ).updated(backbone_lr_ratio=0.7)
+    result = fit(digits, config, tmp_path / "run", quiet=True)
+    assert (
+        result.strategy.backbone_lr_ratio == 0.7 == FitConfig.load(tmp_path / "run" / "config.yaml").backbone_lr_ratio
+    )

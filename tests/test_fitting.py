@@ -45,6 +45,7 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
         assert (run / name).is_file(), name
     meta = json.loads((run / "model.json").read_text())
     assert meta["classes"] == ["0", "1", "2"] and meta["strategy"] == "partial:2" and meta["image_size"] == 32
+    assert meta["test_time_flip"] is True  # trained with flips (augment auto: strong below 50 per class)
     assert len(_epochs(run)) == 3
     assert FitConfig.load(run / "config.yaml").epochs == 3
     # no pickle anywhere: every binary file is safetensors

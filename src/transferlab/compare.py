@@ -26,7 +26,8 @@ def compare(source: Source, strategies: list[str], config: FitConfig, out: Path,
         result = fit(source, config.updated(strategy=name), Path(out) / name.replace(":", "-"), quiet=quiet)
         rows.append(
             {
-                "strategy": result.strategy.name,
+                # `auto` shows what the advisor chose: "auto: full"
+                "strategy": name if name == result.strategy.name else f"{name}: {result.strategy.name}",
                 "accuracy": result.scores["accuracy"],
                 "macro_f1": result.scores["macro_f1"],
                 "evaluated_on": result.scores["split"],
@@ -41,10 +42,10 @@ def compare(source: Source, strategies: list[str], config: FitConfig, out: Path,
 
 
 def format_compare(rows: list[dict]) -> str:
-    lines = [f"{'strategy':<12} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8} {'trainable':>11} {'epochs':>6}"]
+    lines = [f"{'strategy':<14} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8} {'trainable':>11} {'epochs':>6}"]
     for row in rows:
         lines.append(
-            f"{row['strategy']:<12} {row['accuracy']:>9.4f} {row['macro_f1']:>9.4f} {row['seconds']:>8.1f} "
+            f"{row['strategy']:<14} {row['accuracy']:>9.4f} {row['macro_f1']:>9.4f} {row['seconds']:>8.1f} "
             f"{row['trainable_parameters']:>11,} {row['epochs']:>6}"
         )
     if rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
-from transferlab.data.transforms import Normalizer
+from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.defaults import image_size_for, prepare_for, resolve
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import probabilities, score
@@ -75,8 +75,10 @@ def _choose_strategy(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "advice.json", advice.to_json())
     echo(advice.explanation)
+    # The advisor's settings fill in what the user left automatic; what the user set stays.
     augment = advice.augment if config.augment == "auto" else config.augment
-    return config.updated(strategy=advice.strategy, augment=augment)
+    ratio = config.backbone_lr_ratio or advice.backbone_lr_ratio
+    return config.updated(strategy=advice.strategy, augment=augment, backbone_lr_ratio=ratio)
 
 
 def _callbacks(model: TransferModel, config: FitConfig, run_dir: Path, extra: dict, quiet: bool) -> list[Callback]:
@@ -130,7 +132,10 @@ def fit(
         backbone = create_backbone(config.backbone, pretrained=False)
     counts = torch.bincount(data.splits["train"].labels, minlength=len(data.classes))
     config = resolve(config.updated(image_size=size), strategy, int(counts.min()), int(counts.sum()))
-    model = TransferModel(backbone, len(data.classes)).to(device)
+    assert config.backbone_lr_ratio is not None, "resolve() sets the ratio"
+    strategy = replace(strategy, backbone_lr_ratio=config.backbone_lr_ratio)  # a configured ratio wins
+    flips = config.test_time_flip and PRESETS[config.augment].flip
+    model = TransferModel(backbone, len(data.classes), test_time_flip=flips).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     strategy.check(model)
