@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from tests.conftest import TINY
 from transferlab.backbones import create_backbone
 from transferlab.data import load_source, prepare
 from transferlab.data.transforms import Normalizer
-from transferlab.probe import ProbeReport, format_probe_table, plot_probe, probe_stages, stage_features
+from transferlab.probe import (
+    ProbeReport,
+    _training_span,
+    format_probe_table,
+    plot_probe,
+    probe_stages,
+    stage_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +65,17 @@ def test_probe_stages_scores_every_stage_above_chance_at_the_top(prepared, backb
     assert all(p.name in table for p in probes) and len(table.splitlines()) == len(probes) + 2
     png = plot_probe(report, tmp_path / "probe.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_probe_in_the_training_span_predicts_as_on_the_full_features() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    centres = rng.normal(size=(4, 300))
+    train = centres[labels] + 4 * rng.normal(size=(40, 300))  # 40 images, 300 features: n < d
+    val = centres[labels] + 4 * rng.normal(size=(40, 300))
+    small_train, small_val = _training_span(train, val)
+    assert small_train.shape == (40, 40) and small_val.shape == (40, 40)
+    full = LogisticRegression(max_iter=5000, tol=1e-10).fit(train, labels)
+    small = LogisticRegression(max_iter=5000, tol=1e-10).fit(small_train, labels)
+    assert np.allclose(full.predict_proba(val), small.predict_proba(small_val), atol=1e-4)
+    assert 0.5 < full.score(val, labels) < 1  # a real task, not a trivially separable one
