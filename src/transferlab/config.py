@@ -25,7 +25,8 @@ class FitConfig:
     `lr` is the head's learning rate; trained backbone stages get `lr * backbone_lr_ratio` (discriminative
     rates: pretrained layers need small steps, the new head needs large ones; unset, the strategy's own ratio:
     0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
-    predicts each image as the mean of it and its mirror image. `None` means "chosen from the
+    predicts each image as the mean of it and its mirror image. `ema_epochs`: the horizon, in epochs, of the
+    moving average of the weights that is validated and saved (0: the raw weights). `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records.
     """
 
@@ -44,6 +45,7 @@ class FitConfig:
     step_size: int = 7
     gamma: float = 0.1
     label_smoothing: float = 0.1
+    ema_epochs: float = 2.0
     augment: str = "auto"
     cached_views: int | None = None
     test_time_flip: bool = True
@@ -70,6 +72,8 @@ class FitConfig:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.ema_epochs < 0:
+            raise ConfigError(f"ema_epochs must be 0 or more, got {self.ema_epochs}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.cached_views is not None and self.cached_views < 0:

@@ -34,7 +34,7 @@ from transferlab.train.callbacks import (
 )
 from transferlab.train.inputs import make_batches
 from transferlab.train.loop import Callback, Trainer
-from transferlab.train.state import CHECKPOINT_FILE, TrainState, load_checkpoint
+from transferlab.train.state import TrainState
 from transferlab.train.warmup import warm_start_head
 
 log = logging.getLogger("transferlab")
@@ -81,11 +81,11 @@ def _choose_strategy(
     return config.updated(strategy=advice.strategy, augment=augment, backbone_lr_ratio=ratio)
 
 
-def _callbacks(model: TransferModel, config: FitConfig, run_dir: Path, extra: dict, quiet: bool) -> list[Callback]:
+def _callbacks(config: FitConfig, run_dir: Path, extra: dict, quiet: bool) -> list[Callback]:
     assert config.patience is not None, "resolve() sets the patience"
     callbacks: list[Callback] = [
         MetricsLog(run_dir / "metrics.jsonl"),
-        BestCheckpoint(lambda _trainer: save_model(model, run_dir, extra)),
+        BestCheckpoint(lambda trainer: save_model(trainer.eval_model, run_dir, extra)),
         EarlyStopping(config.patience),
         ResumableCheckpoint(),
     ]
@@ -154,14 +154,19 @@ def fit(
     echo(f"input: {note}")
 
     extra = {"classes": data.classes, "strategy": strategy.name, "image_size": config.image_size}
-    callbacks = _callbacks(model, config, run_dir, extra, quiet)
+    callbacks = _callbacks(config, run_dir, extra, quiet)
     trainer = Trainer(model, strategy, config, train_batches, val_batches, run_dir, callbacks)
     if resume:
-        trainer.state = load_checkpoint(run_dir / CHECKPOINT_FILE, model, trainer.optimizer)
+        trainer.resume()
         echo(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     with interruptible(trainer):
         state = trainer.fit()
-    echo(f"stopped: {state.stop_reason}; best validation accuracy {state.best_metric:.4f} at epoch {state.best_epoch}")
+    if state.best_epoch:
+        kept = state.history[state.best_epoch - 1]
+        echo(
+            f"stopped: {state.stop_reason}; kept epoch {state.best_epoch}: validation loss {kept['val_loss']:.4f} "
+            f"(lowest {state.best_metric:.4f}), accuracy {kept['val_accuracy']:.4f}"
+        )
 
     model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))
     plot_curves(state.history, run_dir / "curves.png")

@@ -30,8 +30,9 @@ def _train(strategy_name: str, digits: tuple[np.ndarray, np.ndarray], run_dir: P
         strategy=strategy_name, epochs=2, lr=1e-2, image_size=32, augment=augment, batch_size=16, cached_views=2
     )
     train, val, _ = make_batches(model, strategy, config, data, "cpu")
-    Trainer(model, strategy, config, train, val, run_dir=run_dir).fit()
-    return model, before, strategy
+    trainer = Trainer(model, strategy, config, train, val, run_dir=run_dir)
+    trainer.fit()
+    return trainer, before, strategy
 
 
 def _changed(model: TransferModel, before: dict, prefix: str) -> bool:
@@ -41,7 +42,8 @@ def _changed(model: TransferModel, before: dict, prefix: str) -> bool:
 
 @pytest.mark.parametrize(("name", "frozen"), [("head", 99), ("partial:2", 2), ("full", 0), ("scratch", 0)])
 def test_frozen_stages_are_bit_identical_and_trained_ones_move(name: str, frozen: int, digits, tmp_path) -> None:
-    model, before, strategy = _train(name, digits, tmp_path)
+    trainer, before, strategy = _train(name, digits, tmp_path)
+    model = trainer.model
     stages = model.backbone.num_stages
     assert strategy.num_frozen(model) == min(frozen, stages)
     for index in range(stages):
@@ -55,7 +57,8 @@ def test_frozen_stages_are_bit_identical_and_trained_ones_move(name: str, frozen
 
 
 def test_trained_batchnorm_ends_with_statistics_of_the_target_data(digits, tmp_path) -> None:
-    model, _, _ = _train("scratch", digits, tmp_path, augment="none")
+    trainer, _, _ = _train("scratch", digits, tmp_path, augment="none")
+    model = trainer.eval_model  # the weights' moving average: the model that is validated and saved
     conv, norm = model.backbone.stages[0]  # the stem: conv, then BatchNorm
     images = prepare(load_source(digits, per_class=30), 32).splits["train"].images
     with torch.no_grad():
@@ -69,8 +72,8 @@ def test_trained_batchnorm_ends_with_statistics_of_the_target_data(digits, tmp_p
 
 
 def test_pretrained_strategies_keep_source_batchnorm_statistics_while_weights_learn(digits, tmp_path) -> None:
-    model, before, _ = _train("full", digits, tmp_path)
-    after = model.state_dict()
+    trainer, before, _ = _train("full", digits, tmp_path)
+    after = trainer.model.state_dict()
     stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(after[k], before[k]) for k in stats)
     affine = [k for k in before if k.startswith("backbone.") and k.endswith("bn1.weight")]

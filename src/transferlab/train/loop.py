@@ -16,10 +16,11 @@ from transferlab.config import FitConfig
 from transferlab.errors import Interrupted, TransferlabError
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
+from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
 from transferlab.train.schedules import lr_factor
-from transferlab.train.state import CHECKPOINT_FILE, TrainState, save_checkpoint
+from transferlab.train.state import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(TransferlabError):
@@ -82,6 +83,8 @@ class Trainer:
         strategy.freeze(model)
         self.optimizer = build_optimizer(config, strategy.param_groups(model, config.lr or 1e-3))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        horizon = config.ema_epochs * len(train)
+        self.average = WeightAverage(model, horizon) if horizon > 0 else None
         self.state = TrainState()
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -92,10 +95,21 @@ class Trainer:
         """Training seconds, counting earlier sessions of a resumed run."""
         return self.state.elapsed + time.monotonic() - self._started
 
+    @property
+    def eval_model(self) -> TransferModel:
+        """The model that is validated and kept: the weights' moving average, or the weights themselves."""
+        return self.average.model if self.average else self.model
+
     def save_resumable(self) -> None:
         self.state.elapsed = self.elapsed
         self._started = time.monotonic()
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state)
+        average = self.average.model if self.average else None
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, average)
+
+    def resume(self) -> None:
+        """Continue from the run dir's resumable checkpoint: weights, their average, optimizer, loop state."""
+        average = self.average.model if self.average else None
+        self.state = load_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, average)
 
     def fit(self) -> TrainState:
         for callback in self.callbacks:
@@ -123,8 +137,8 @@ class Trainer:
                 break
         state.epoch, state.step = state.epoch + 1, 0
         if self.strategy.adapt_batchnorm and self.strategy.trains_backbone(self.model):
-            recalibrate_batchnorm(self.model, self.train, self.strategy.num_frozen(self.model))
-        metrics = {"epoch": state.epoch, **validate(self.model, self.val)}
+            recalibrate_batchnorm(self.eval_model, self.train, self.strategy.num_frozen(self.model))
+        metrics = {"epoch": state.epoch, **validate(self.eval_model, self.val)}
         for callback in self.callbacks:
             callback.on_epoch_end(self, metrics)
 
@@ -143,6 +157,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.average:
+            self.average.update(state.global_step)
         state.step += 1
         state.global_step += 1
         for callback in self.callbacks:

@@ -25,16 +25,24 @@ class TrainState:
     step: int = 0
     global_step: int = 0
     elapsed: float = 0.0
-    best_metric: float | None = None
+    best_metric: float | None = None  # the lowest validation loss so far
     best_epoch: int | None = None
     stale_epochs: int = 0
     stop_reason: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    """Model weights, optimizer state and loop state in one atomically written file."""
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    average: torch.nn.Module | None = None,
+) -> None:
+    """Model weights (and their moving average), optimizer state and loop state in one atomically written file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors |= {f"average.{k}": v for k, v in average.state_dict().items()}
     optim = optimizer.state_dict()
     for index, slots in optim["state"].items():
         for name, value in slots.items():
@@ -46,13 +54,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     write_tensors_atomic(path, tensors, metadata)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, average: torch.nn.Module | None = None
+) -> TrainState:
     if not Path(path).is_file():
         raise TransferlabError(f"no checkpoint to resume from at {path}")
     tensors = load_file(path)
     with safe_open(path, framework="pt") as handle:
         metadata = handle.metadata()
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(_with_prefix(tensors, "model."))
+    if average is not None:
+        average.load_state_dict(_with_prefix(tensors, "average."))
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -60,3 +72,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
     return TrainState(**json.loads(metadata["state"]))
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
