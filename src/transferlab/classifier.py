@@ -57,7 +57,7 @@ class TransferClassifier:
         self.device_ = resolve_device(self.settings.get("device", "auto"))
         # One layout for a fitted and a loaded model, so that both give bit-identical probabilities; channels-last
         # is the faster one on CPU (see benchmarks/throughput.py).
-        self.model_.to(self.device_, memory_format=torch.channels_last).eval()
+        self.model_.to(self.device_).to(memory_format=torch.channels_last).eval()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -16,14 +16,14 @@ def make_batches(
     model: TransferModel, strategy: Strategy, config: FitConfig, data: PreparedData, device: str
 ) -> tuple[Batches, Batches, str]:
     """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved."""
-    batch, size, views = config.batch_size, config.image_size, config.cached_views
-    if batch is None or size is None or views is None:
+    batch, size, augmented = config.batch_size, config.image_size, config.cached_views
+    if batch is None or size is None or augmented is None:
         raise ValueError("make_batches needs a resolved config: batch_size, image_size and cached_views set")
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
     train, val = data.splits["train"], data.splits["val"]
     preset = PRESETS[config.augment]
     frozen = strategy.num_frozen(model)
-    wanted = 1 + (views if preset.active else 0)
+    wanted = 1 + (augmented if preset.active else 0)
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
