@@ -48,7 +48,8 @@ def recalibrate_batchnorm(model: TransferModel, batches: Batches, frozen: int, m
 
 
 def _clean(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The training batches, unaugmented, in one fixed order; for cached views, view 0 is the clean image."""
+    """The training batches, unaugmented, in one fixed order; cached prefixes give their first view (clean
+    unless the cache holds augmented views only: mild, and still the target's statistics)."""
     if isinstance(batches, CachedBatches):
         return replace(batches, views=batches.views[:1]).batches(seed=0, epoch=0)
     return replace(batches, augment=PRESETS["none"]).batches(seed=0, epoch=0)

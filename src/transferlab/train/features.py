@@ -2,8 +2,8 @@
 
 For `head` the prefix is the whole backbone and the cache holds pooled feature vectors; for `partial:K` it
 holds the activations after stage K. With augmentation, `views` augmented copies of each image are cached
-beside the clean one, and training draws one of them per image per epoch: the trade is a fixed set of
-augmentations for a backbone pass that is paid once.
+and training draws one of them per image per epoch: the trade is a fixed set of augmentations for a
+backbone pass that is paid once. Without augmentation the one view is the clean image.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def prefix_outputs(
 
 
 def views_that_fit(model: TransferModel, frozen: int, image_size: int, count: int, wanted: int, budget: int) -> int:
-    """How many views (clean + augmented) of `count` images fit in `budget` bytes of cache; 0 if not even one."""
+    """How many views of `count` images fit in `budget` bytes of cache; 0 if not even one."""
     was_training = model.training
     model.eval()  # a probe batch in train mode would move the BatchNorm statistics
     with torch.no_grad():
@@ -73,8 +73,12 @@ def cache_views(
     batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
 ) -> torch.Tensor:
-    """[views, N, ...]: view 0 is the clean image, views 1.. are augmented with distinct seeds."""
-    stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device)]
-    for view in range(1, views):
-        stack.append(prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device))
-    return torch.stack(stack)
+    """[views, N, ...]: each view augmented with its own seed (the clean image when `augment` is none)."""
+    if not augment.active:
+        return prefix_outputs(model, images, frozen, normalizer, batch_size, device=device).unsqueeze(0)
+    return torch.stack(
+        [
+            prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device)
+            for view in range(1, views + 1)
+        ]
+    )

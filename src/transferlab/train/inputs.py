@@ -23,12 +23,15 @@ def make_batches(
     train, val = data.splits["train"], data.splits["val"]
     preset = PRESETS[config.augment]
     frozen = strategy.num_frozen(model)
-    wanted = 1 + (augmented if preset.active else 0)
+    # cached_views 0 with augmentation: no cache, fresh augmentation every epoch (the classic loop)
+    wanted = augmented if preset.active else 1
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
-        val_views = cache_views(model, val.images, frozen, normalizer, preset, 1, config.seed, device=device)
-        note = f"frozen prefix ({frozen} stages) cached once: {fits} view(s) per image ({fits - 1} augmented)"
+        clean = PRESETS["none"]
+        val_views = cache_views(model, val.images, frozen, normalizer, clean, 1, config.seed, device=device)
+        kind = f"augmented ('{preset.name}')" if preset.active else "clean"
+        note = f"frozen prefix ({frozen} stages) cached once: {fits} {kind} view(s) per image"
         return (
             CachedBatches(views, train.labels, batch, frozen, shuffle=True, device=device),
             CachedBatches(val_views, val.labels, batch, frozen, device=device),

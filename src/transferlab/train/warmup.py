@@ -28,6 +28,7 @@ def warm_start_head(model: TransferModel, config: FitConfig, data: Any, device: 
         epochs=default_epochs(head_only=True, steps_per_epoch=steps_per_epoch),
         lr=BASE_LR[config.optimizer],
         time_limit=None,
+        ema_epochs=0,  # the head is trained in place, with no checkpoint: an average would go unused
     )
     train, val, _ = make_batches(model, strategy, head_config, data, device)
     Trainer(model, strategy, head_config, train, val, run_dir).fit()
