@@ -48,7 +48,7 @@ def test_cached_views_are_distinct_augmentations_and_validation_is_clean(digits)
     normalizer = Normalizer(model.backbone.preprocessing)
     clean = prefix_outputs(model, data.splits["val"].images, model.backbone.num_stages, normalizer)
     assert isinstance(val, CachedBatches) and torch.equal(val.views[0], clean)
-    assert "2 augmented ('light') view(s)" in note
+    assert "2 view(s) per image ('light' augmentation)" in note
 
 
 def test_without_augmentation_one_clean_view_and_zero_views_means_no_cache(digits) -> None:
@@ -60,3 +60,13 @@ def test_without_augmentation_one_clean_view_and_zero_views_means_no_cache(digit
     model, data, config = _setup(digits, views=0)
     train, _, note = make_batches(model, parse_strategy("head"), config, data, "cpu")
     assert isinstance(train, ImageBatches) and train.augment == PRESETS["light"] and "on the fly" in note
+
+
+def test_strong_augmentation_keeps_a_clean_view_beside_the_augmented_ones(digits) -> None:
+    model, data, config = _setup(digits, views=2, augment="strong")
+    train, _, note = make_batches(model, parse_strategy("head"), config, data, "cpu")
+    normalizer = Normalizer(model.backbone.preprocessing)
+    clean = prefix_outputs(model, data.splits["train"].images, model.backbone.num_stages, normalizer)
+    assert isinstance(train, CachedBatches) and train.views.shape[0] == 3
+    assert torch.equal(train.views[0], clean) and not torch.allclose(train.views[1], clean)
+    assert "the first clean" in note

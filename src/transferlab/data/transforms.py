@@ -31,6 +31,12 @@ class Augment:
     def active(self) -> bool:
         return self != PRESETS["none"]
 
+    @property
+    def distorts(self) -> bool:
+        """Rotation, colour jitter or erasing: views far enough from the clean image that a model fitted on
+        cached views of it also needs the clean one, which is what it will see at test time."""
+        return bool(self.rotate_deg or self.color or self.erase)
+
 
 PRESETS = {
     "none": Augment("none"),

@@ -1,9 +1,10 @@
 """The frozen-prefix cache: a frozen part of the network runs once per image (and view), not once per epoch.
 
 For `head` the prefix is the whole backbone and the cache holds pooled feature vectors; for `partial:K` it
-holds the activations after stage K. With augmentation, `views` augmented copies of each image are cached
-and training draws one of them per image per epoch: the trade is a fixed set of augmentations for a
-backbone pass that is paid once. Without augmentation the one view is the clean image.
+holds the activations after stage K. With augmentation, `views` copies of each image are cached, augmented
+(and one clean among them when the augmentation distorts), and training draws one of them per image per
+epoch: the trade is a fixed set of augmentations for a backbone pass that is paid once. Without
+augmentation the one view is the clean image.
 """
 
 from __future__ import annotations
@@ -73,12 +74,10 @@ def cache_views(
     batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
 ) -> torch.Tensor:
-    """[views, N, ...]: each view augmented with its own seed (the clean image when `augment` is none)."""
-    if not augment.active:
-        return prefix_outputs(model, images, frozen, normalizer, batch_size, device=device).unsqueeze(0)
-    return torch.stack(
-        [
-            prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device)
-            for view in range(1, views + 1)
-        ]
-    )
+    """[views, N, ...]: each view augmented with its own seed; view 0 is the clean image when `augment` is
+    none or distorts (see `Augment.distorts`)."""
+    clean = not augment.active or augment.distorts
+    stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device)] if clean else []
+    for view in range(len(stack), views):
+        stack.append(prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device))
+    return torch.stack(stack)

@@ -24,14 +24,15 @@ def make_batches(
     preset = PRESETS[config.augment]
     frozen = strategy.num_frozen(model)
     # cached_views 0 with augmentation: no cache, fresh augmentation every epoch (the classic loop)
-    wanted = augmented if preset.active else 1
+    wanted = (augmented + preset.distorts if augmented else 0) if preset.active else 1
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
         clean = PRESETS["none"]
         val_views = cache_views(model, val.images, frozen, normalizer, clean, 1, config.seed, device=device)
-        kind = f"augmented ('{preset.name}')" if preset.active else "clean"
-        note = f"frozen prefix ({frozen} stages) cached once: {fits} {kind} view(s) per image"
+        kind = "clean" if not preset.active else f"'{preset.name}' augmentation"
+        kind += ", the first clean" if preset.distorts else ""
+        note = f"frozen prefix ({frozen} stages) cached once: {fits} view(s) per image ({kind})"
         return (
             CachedBatches(views, train.labels, batch, frozen, shuffle=True, device=device),
             CachedBatches(val_views, val.labels, batch, frozen, device=device),

@@ -1,0 +1,30 @@
+"""Automatic settings chosen from the data size and the strategy."""
+
+from __future__ import annotations
+
+import pytest
+
+from transferlab.config import FitConfig
+from transferlab.defaults import resolve
+from transferlab.strategies import parse_strategy
+
+
+@pytest.mark.parametrize(
+    ("strategy", "per_class", "augment", "views", "ratio"),
+    [
+        ("head", 100, "light", 1, 0.1),  # one lightly augmented view is enough for a linear head
+        ("head", 10, "strong", 4, 0.1),  # a small set: strong augmentation, more views (cheap: few images)
+        ("partial:3", 100, "light", 4, 0.1),  # trained stages after the cache want variety
+        ("scratch", 100, "light", 4, 1.0),  # nothing pretrained to protect: one learning rate
+    ],
+)
+def test_resolve_fills_every_automatic_setting(strategy, per_class, augment, views, ratio) -> None:
+    config = resolve(FitConfig(image_size=32), parse_strategy(strategy), per_class, per_class * 10)
+    assert (config.augment, config.cached_views, config.backbone_lr_ratio) == (augment, views, ratio)
+    assert config.epochs and config.batch_size and config.patience and config.lr
+
+
+def test_what_the_user_set_is_kept() -> None:
+    given = FitConfig(image_size=32, cached_views=0, backbone_lr_ratio=0.5, augment="none", epochs=3)
+    config = resolve(given, parse_strategy("full"), 100, 1000)
+    assert (config.cached_views, config.backbone_lr_ratio, config.augment, config.epochs) == (0, 0.5, "none", 3)
