@@ -73,9 +73,7 @@ def main() -> None:
     print(f"\nhead on tf_efficientnet_lite0, Fashion-MNIST 100/class, {args.size} px, 10 epochs, augment light")
     print(f"{'loop':<48} {'seconds':>8} {'test acc':>9}")
     print(f"{'classic: frozen backbone run every epoch':<48} {classic_s:>8.1f} {classic_acc:>9.4f}")
-    print(
-        f"{f'transferlab: features cached ({args.views} augmented view(s))':<48} {cached_s:>8.1f} {cached_acc:>9.4f}"
-    )
+    print(f"{f'transferlab: features cached ({args.views} augmented view(s))':<48} {cached_s:>8.1f} {cached_acc:>9.4f}")
     print(f"speed-up {classic_s / cached_s:.1f}x, accuracy difference {100 * (cached_acc - classic_acc):+.1f} points")
 
 
