@@ -69,8 +69,8 @@ def resolve(config: FitConfig, strategy: Strategy, per_class: int, train_count: 
     augment = config.augment
     if augment == "auto":
         augment = "strong" if per_class < STRONG_AUGMENT_BELOW else "light"
-    # At least four batches per epoch: a 40-image set trains on batches of 10, not one batch of 32.
     views = CACHED_VIEWS["head" if head_only and augment == "light" else "more"]
+    # At least four batches per epoch: a 40-image set trains on batches of 10, not one batch of 32.
     batch_size = config.batch_size or min(BATCH_SIZE, max(MIN_BATCH_SIZE, train_count // 4))
     epochs = config.epochs or default_epochs(head_only, max(1, train_count // batch_size))
     return config.updated(

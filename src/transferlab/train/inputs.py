@@ -23,8 +23,12 @@ def make_batches(
     train, val = data.splits["train"], data.splits["val"]
     preset = PRESETS[config.augment]
     frozen = strategy.num_frozen(model)
-    # cached_views 0 with augmentation: no cache, fresh augmentation every epoch (the classic loop)
-    wanted = (augmented + preset.distorts if augmented else 0) if preset.active else 1
+    if not preset.active:
+        wanted = 1  # the clean image
+    elif augmented == 0:
+        wanted = 0  # no cache: fresh augmentation every epoch (the classic loop)
+    else:
+        wanted = augmented + preset.distorts  # and the clean image beside distorting augmentation
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
