@@ -9,7 +9,14 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import TINY
-from transferlab.advisor import SMALL_PER_CLASS, Evidence, decide, measure
+from transferlab.advisor import (
+    DISSIMILAR_LR_RATIO,
+    SIMILAR_LR_RATIO,
+    SMALL_PER_CLASS,
+    Evidence,
+    decide,
+    measure,
+)
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
@@ -42,14 +49,14 @@ TOP_FALLS = [0.54, 0.685, 0.745, 0.795, 0.815, 0.855, 0.83]
 @pytest.mark.parametrize(
     ("per_class", "curve", "random_probe", "situation", "strategy", "ratio"),
     [
-        (10, RISING, 0.50, "small and similar", "head", 0.1),
-        (500, RISING, 0.50, "large and similar", "partial:6", 0.1),
-        (500, PEAKED, 0.50, "large and dissimilar", "full", 0.3),
-        (10, PEAKED, 0.50, "small and dissimilar", "partial:1", 0.3),
+        (10, RISING, 0.50, "small and similar", "head", SIMILAR_LR_RATIO),
+        (500, RISING, 0.50, "large and similar", "partial:6", SIMILAR_LR_RATIO),
+        (500, PEAKED, 0.50, "large and dissimilar", "full", DISSIMILAR_LR_RATIO),
+        (10, PEAKED, 0.50, "small and dissimilar", "partial:1", DISSIMILAR_LR_RATIO),
         # far better than random (+17.5) but falling 2.5 points at the top, as Lite0's on Fashion-MNIST does
-        (500, TOP_FALLS, 0.655, "large and dissimilar", "full", 0.3),
+        (500, TOP_FALLS, 0.655, "large and dissimilar", "full", DISSIMILAR_LR_RATIO),
         # a rising curve whose final features barely beat random ones is no evidence of similarity
-        (500, RISING, 0.85, "large and dissimilar", "full", 0.3),
+        (500, RISING, 0.85, "large and dissimilar", "full", DISSIMILAR_LR_RATIO),
         # pretrained features worth almost nothing on a large set: the structure trains from scratch
         (500, PEAKED, 0.58, "large and dissimilar", "scratch", 1.0),
     ],

@@ -49,15 +49,20 @@ def build_optimizer(config: FitConfig, groups: list[dict]) -> torch.optim.Optimi
 
 @torch.no_grad()
 def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of `model` (in eval mode) over `batches`."""
+    """Mean cross-entropy, its standard error, and accuracy of `model` (in eval mode) over `batches`."""
     model.eval()
-    loss, correct, count = 0.0, 0, 0
+    losses, correct = [], 0
     for x, y in batches.batches():
         logits = model.forward_from(x, batches.start_stage)
-        loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        losses.append(nn.functional.cross_entropy(logits, y, reduction="none").double())
         correct += int((logits.argmax(1) == y).sum())
-        count += len(y)
-    return {"val_loss": loss / max(1, count), "val_accuracy": correct / max(1, count)}
+    every = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
+    count = len(every)
+    return {
+        "val_loss": every.sum().item() / max(1, count),
+        "val_loss_se": every.std().item() / count**0.5 if count > 1 else 0.0,
+        "val_accuracy": correct / max(1, count),
+    }
 
 
 class Trainer:

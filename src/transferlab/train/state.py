@@ -26,6 +26,7 @@ class TrainState:
     global_step: int = 0
     elapsed: float = 0.0
     best_metric: float | None = None  # the lowest validation loss so far
+    best_margin: float = 0.0  # that loss's standard error: models within it are as good
     best_epoch: int | None = None
     stale_epochs: int = 0
     stop_reason: str | None = None
