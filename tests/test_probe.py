@@ -11,9 +11,9 @@ from tests.conftest import TINY
 from transferlab.backbones import create_backbone
 from transferlab.data import load_source, prepare
 from transferlab.data.transforms import Normalizer
+from transferlab.logistic import training_span
 from transferlab.probe import (
     ProbeReport,
-    _training_span,
     format_probe_table,
     plot_probe,
     probe_stages,
@@ -73,7 +73,7 @@ def test_the_probe_in_the_training_span_predicts_as_on_the_full_features() -> No
     centres = rng.normal(size=(4, 300))
     train = centres[labels] + 4 * rng.normal(size=(40, 300))  # 40 images, 300 features: n < d
     val = centres[labels] + 4 * rng.normal(size=(40, 300))
-    small_train, small_val = _training_span(train, val)
+    small_train, small_val = training_span(train, val)
     assert small_train.shape == (40, 40) and small_val.shape == (40, 40)
     full = LogisticRegression(max_iter=5000, tol=1e-10).fit(train, labels)
     small = LogisticRegression(max_iter=5000, tol=1e-10).fit(small_train, labels)

@@ -31,7 +31,8 @@ from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW, image_size_for, prepare_for
-from transferlab.probe import probe_accuracy, stage_features
+from transferlab.logistic import probe_accuracies
+from transferlab.probe import stage_features
 from transferlab.transferability import logme
 
 # Fewer labelled images per class than this is a "small" target set.
@@ -123,14 +124,19 @@ def _features(backbone: Backbone, data: PreparedData, seed: int, device: str) ->
     return train_feats, val_feats, train.labels[pick].numpy(), val.labels.numpy()
 
 
-def _probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
-    """Probe accuracy on the held-out split; cross-validated over both splits when the held-out one is tiny."""
+def _probes(pairs: list[tuple[np.ndarray, np.ndarray]], train_y: np.ndarray, val_y: np.ndarray) -> list[float]:
+    """Probe accuracy of each (train features, val features) pair on the held-out split, cross-validated over
+    both splits when the held-out one is tiny; every probe (and fold) is fitted in one batch."""
     if np.bincount(val_y).min() >= MIN_HELD_OUT_PER_CLASS:
-        return probe_accuracy(train_x, train_y, val_x, val_y)
+        return probe_accuracies([(train_x, train_y, val_x, val_y) for train_x, val_x in pairs])
     # Two validation images per class would make every probe score a coin toss: use all labelled images.
-    x, y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
-    folds = StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True, random_state=0)
-    return float(np.mean([probe_accuracy(x[a], y[a], x[b], y[b]) for a, b in folds.split(x, y)]))
+    y = np.concatenate([train_y, val_y])
+    folds = list(StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True, random_state=0).split(y, y))
+    problems = []
+    for train_x, val_x in pairs:
+        x = np.concatenate([train_x, val_x])
+        problems += [(x[fit], y[fit], x[held], y[held]) for fit, held in folds]
+    return np.array(probe_accuracies(problems)).reshape(len(pairs), len(folds)).mean(1).tolist()
 
 
 def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float | None:
@@ -148,7 +154,9 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
     random_init = create_backbone(pretrained.name, pretrained=False).to(device)
     train_x, val_x, train_y, val_y = _features(pretrained, data, seed, device)
     random_train, random_val, _, _ = _features(random_init, data, seed, device)
-    stage_probe = [_probe(a, train_y, b, val_y) for a, b in zip(train_x, val_x, strict=True)]
+    *stage_probe, random_probe = _probes(
+        [*zip(train_x, val_x, strict=True), (random_train[-1], random_val[-1])], train_y, val_y
+    )
     best = max(stage_probe)
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
@@ -158,7 +166,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         small_below=SMALL_PER_CLASS,
         stage_names=pretrained.stage_names,
         stage_probe=stage_probe,
-        random_probe=_probe(random_train[-1], train_y, random_val[-1], val_y),
+        random_probe=random_probe,
         logme_pretrained=logme(train_x[-1], train_y),
         logme_random=logme(random_train[-1], train_y),
         source_confidence=_source_confidence(pretrained, np.concatenate([train_x[-1], val_x[-1]])),

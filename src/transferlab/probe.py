@@ -6,7 +6,6 @@ on the val split; LogME of the same features rides along. One forward pass per b
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from transferlab._atomic import write_json_atomic
 from transferlab.backbones import Backbone, create_backbone
@@ -25,11 +21,8 @@ from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.defaults import INFERENCE_BATCH, image_size_for, prepare_for
+from transferlab.logistic import probe_accuracies
 from transferlab.transferability import logme
-
-# Enough for lbfgs on standardised features to settle on small data sets; a probe that stops short still ranks
-# stages fairly (all stop alike), and this keeps a probe of a few thousand images to seconds.
-PROBE_MAX_ITER = 200
 
 
 @dataclass(frozen=True)
@@ -88,27 +81,7 @@ def probe_accuracy(
     train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray
 ) -> float:
     """Accuracy on the val features of a logistic regression fitted on the standardised train features."""
-    scaler = StandardScaler().fit(train_features)
-    train_x, val_x = _training_span(scaler.transform(train_features), scaler.transform(val_features))
-    probe = LogisticRegression(max_iter=PROBE_MAX_ITER)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the cap is deliberate, see PROBE_MAX_ITER
-        probe.fit(train_x, train_labels)
-    return float(probe.score(val_x, val_labels))
-
-
-def _training_span(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sets in coordinates of the subspace the training rows span, when that is smaller than the features.
-
-    The weights of an L2-penalised linear model lie in that span (the representer theorem), so the probe
-    predicts exactly as it would on the full features, while L-BFGS works in n instead of d dimensions: the
-    advisor's 10-images-per-class probes on 1,280 features run many times faster.
-    """
-    if len(train) >= train.shape[1]:
-        return train, val
-    _, singular, basis = np.linalg.svd(train, full_matrices=False)
-    basis = basis[singular > singular[0] * 1e-6]
-    return train @ basis.T, val @ basis.T
+    return probe_accuracies([(train_features, train_labels, val_features, val_labels)])[0]
 
 
 def probe_stages(
