@@ -21,7 +21,7 @@ SMALL_IMAGE_SIZE = 96
 STRONG_AUGMENT_BELOW = 50
 HEAD_EPOCHS = 30  # a linear head on cached features: epochs cost almost nothing
 # Trained stages: Lite0 full fine-tunes (backbone x0.3), Fashion-MNIST 100/class, 10,000 test images, mean of
-# 3 seeds on a GPU: 15 epochs 86.6%, 20 epochs 86.9%, 25 epochs 87.0%, each keeping its last epoch.
+# 3 seeds on a GPU: 15 epochs 86.6%, 20 epochs 86.8%, 25 epochs 87.0%, each keeping its last epoch.
 TRAIN_EPOCHS = 20
 # Tiny sets give one or two batches per epoch; a fixed epoch count would leave them nearly untrained. These
 # floors on optimizer steps raise the epoch count (up to MAX_EPOCHS) where an epoch is that short.
