@@ -94,15 +94,17 @@ def probe_stages(
     train_stages = stage_features(backbone, train.images, normalizer, batch_size, device)
     val_stages = stage_features(backbone, val.images, normalizer, batch_size, device)
     train_labels, val_labels = train.labels.numpy(), val.labels.numpy()
+    pairs = list(zip(train_stages, val_stages, strict=True))
+    accuracies = probe_accuracies([(train_x, train_labels, val_x, val_labels) for train_x, val_x in pairs])
     return [
         StageProbe(
             index=index,
             name=backbone.stage_names[index],
             feature_dim=train_x.shape[1],
-            accuracy=probe_accuracy(train_x, train_labels, val_x, val_labels),
+            accuracy=accuracy,
             logme=logme(train_x, train_labels),
         )
-        for index, (train_x, val_x) in enumerate(zip(train_stages, val_stages, strict=True))
+        for index, ((train_x, _), accuracy) in enumerate(zip(pairs, accuracies, strict=True))
     ]
 
 
