@@ -37,6 +37,12 @@ class Augment:
         cached views of it also needs the clean one, which is what it will see at test time."""
         return bool(self.rotate_deg or self.color or self.erase)
 
+    @property
+    def caches_clean_view(self) -> bool:
+        """Whether a feature cache under this augmentation holds the clean image (as its view 0): always
+        without augmentation, and beside distorting augmentation."""
+        return not self.active or self.distorts
+
 
 PRESETS = {
     "none": Augment("none"),

@@ -40,7 +40,7 @@ class BestCheckpoint(Callback):
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         state, loss = trainer.state, metrics["val_loss"]
         if state.best_metric is None or loss < state.best_metric:
-            state.best_metric, state.best_margin = loss, self.standard_errors * metrics.get("val_loss_se", 0.0)
+            state.best_metric, state.best_margin = loss, self.standard_errors * metrics["val_loss_se"]
         if loss <= state.best_metric + state.best_margin:
             state.best_epoch, state.stale_epochs = metrics["epoch"], 0
             self.save(trainer)

@@ -75,8 +75,8 @@ def cache_views(
     device: str = "cpu",
 ) -> torch.Tensor:
     """[views, N, ...]: each view augmented with its own seed; view 0 is the clean image when `augment` is
-    none or distorts (see `Augment.distorts`)."""
-    clean = not augment.active or augment.distorts
+    none or distorts (see `Augment.caches_clean_view`)."""
+    clean = augment.caches_clean_view
     stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device)] if clean else []
     for view in range(len(stack), views):
         stack.append(prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device))

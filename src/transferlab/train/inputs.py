@@ -28,14 +28,14 @@ def make_batches(
     elif augmented == 0:
         wanted = 0  # no cache: fresh augmentation every epoch (the classic loop)
     else:
-        wanted = augmented + preset.distorts  # and the clean image beside distorting augmentation
+        wanted = augmented + preset.caches_clean_view  # and the clean image beside distorting augmentation
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
         clean = PRESETS["none"]
         val_views = cache_views(model, val.images, frozen, normalizer, clean, 1, config.seed, device=device)
         kind = "clean" if not preset.active else f"'{preset.name}' augmentation"
-        kind += ", the first clean" if preset.distorts else ""
+        kind += ", the first clean" if preset.active and preset.caches_clean_view else ""
         note = f"frozen prefix ({frozen} stages) cached once: {fits} view(s) per image ({kind})"
         return (
             CachedBatches(views, train.labels, batch, frozen, shuffle=True, device=device),

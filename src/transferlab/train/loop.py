@@ -103,18 +103,20 @@ class Trainer:
     @property
     def eval_model(self) -> TransferModel:
         """The model that is validated and kept: the weights' moving average, or the weights themselves."""
-        return self.average.model if self.average else self.model
+        return self.model if self._averaged is None else self._averaged
+
+    @property
+    def _averaged(self) -> TransferModel | None:
+        return self.average.model if self.average else None
 
     def save_resumable(self) -> None:
         self.state.elapsed = self.elapsed
         self._started = time.monotonic()
-        average = self.average.model if self.average else None
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, average)
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, self._averaged)
 
     def resume(self) -> None:
         """Continue from the run dir's resumable checkpoint: weights, their average, optimizer, loop state."""
-        average = self.average.model if self.average else None
-        self.state = load_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, average)
+        self.state = load_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self._averaged)
 
     def fit(self) -> TrainState:
         for callback in self.callbacks:
