@@ -16,9 +16,10 @@ def test_test_time_flip_averages_each_image_with_its_mirror() -> None:
     model = TransferModel(create_backbone(TINY, pretrained=False), 4)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     normalizer = Normalizer(model.backbone.preprocessing)
-    plain, mirrored = probabilities(model, images, normalizer), probabilities(model, images.flip(-1), normalizer)
+    plain = probabilities(model, images, normalizer)["label"]
+    mirrored = probabilities(model, images.flip(-1), normalizer)["label"]
     model.test_time_flip = True
-    both = probabilities(model, images, normalizer)
+    both = probabilities(model, images, normalizer)["label"]
     assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-6)
     assert not torch.allclose(plain, mirrored, atol=1e-4)  # the images are not symmetric: the average is real
     assert torch.allclose(both.sum(dim=1), torch.ones(5))

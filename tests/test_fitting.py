@@ -6,13 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.conftest import TINY
 from transferlab.config import FitConfig
 from transferlab.errors import Interrupted
-from transferlab.fitting import fit
-from transferlab.train.loop import Trainer
+from transferlab.fitting import build_run, fit, train_run
+from transferlab.model import Outputs
+from transferlab.train.batches import Batch
+from transferlab.train.loop import Callback, Trainer, TrainingDiverged
+from transferlab.train.objectives import CrossEntropy
 
 
 def _config(weights: Path, **changes) -> FitConfig:
@@ -44,7 +48,8 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     ):
         assert (run / name).is_file(), name
     meta = json.loads((run / "model.json").read_text())
-    assert meta["classes"] == ["0", "1", "2"] and meta["strategy"] == "partial:2" and meta["image_size"] == 32
+    assert meta["classes"] == {"label": ["0", "1", "2"]} and meta["heads"] == {"label": 3}
+    assert meta["strategy"] == "partial:2" and meta["image_size"] == 32
     assert meta["test_time_flip"] is True  # trained with flips (augment auto: strong below 50 per class)
     assert len(_epochs(run)) == 3
     assert FitConfig.load(run / "config.yaml").epochs == 3
@@ -54,21 +59,24 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     assert result.state.history[result.state.best_epoch - 1]["val_accuracy"] > 0.6
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weights, tmp_path, monkeypatch) -> None:
+class InterruptAt(Callback):
+    """Does what the SIGINT/SIGTERM handler does, after optimizer step `step` of the run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+        if trainer.state.global_step == self.step:
+            trainer.interrupted = True
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weights, tmp_path) -> None:
     config = _config(tiny_weights, strategy="full", augment="light")
     whole = fit(digits, config, tmp_path / "whole", quiet=True)
 
-    original_step = Trainer._step
-
-    def interrupt_mid_epoch_two(self: Trainer, x, y) -> None:
-        original_step(self, x, y)
-        if self.strategy.name == "full" and self.state.global_step == len(self.train) + 2:  # not the warm start
-            self.interrupted = True  # what the SIGINT/SIGTERM handler does
-
-    monkeypatch.setattr(Trainer, "_step", interrupt_mid_epoch_two)
+    run = build_run(digits, config, tmp_path / "parted", echo=lambda _: None)
     with pytest.raises(Interrupted, match="--resume"):
-        fit(digits, config, tmp_path / "parted", quiet=True)
-    monkeypatch.setattr(Trainer, "_step", original_step)
+        train_run(run, quiet=True, callbacks=[InterruptAt(len(run.train) + 2)])  # in the middle of epoch two
     assert (tmp_path / "parted" / "checkpoint.safetensors").is_file()
 
     # the in-memory source is not recorded in config.yaml, so pass it again
@@ -91,26 +99,23 @@ def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, t
     assert losses[0] == losses[1] != losses[2]
 
 
-def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
-    digits, tiny_weights, tmp_path, monkeypatch
-) -> None:
-    import torch
-    from torch import nn
+class DivergingLoss(CrossEntropy):
+    """Cross-entropy until `after` steps have passed, NaN from then on."""
 
-    from transferlab.train import loop
-    from transferlab.train.loop import TrainingDiverged
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
 
-    class DivergingLoss(nn.CrossEntropyLoss):
-        calls = 0
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, dict]:
+        self.calls += 1
+        loss, parts = super().forward(outputs, batch, progress)
+        return (loss * float("nan") if self.calls > self.after else loss), parts
 
-        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            DivergingLoss.calls += 1
-            loss = super().forward(logits, target)
-            return loss * float("nan") if DivergingLoss.calls > 12 else loss  # after the first epochs
 
-    monkeypatch.setattr(loop.nn, "CrossEntropyLoss", DivergingLoss)
-    config = _config(tiny_weights, strategy="head", epochs=10)
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(digits, tiny_weights, tmp_path) -> None:
+    run = build_run(digits, _config(tiny_weights, strategy="head", epochs=10), tmp_path / "run", echo=lambda _: None)
+    run.objective = DivergingLoss(after=12)  # after the first epochs
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch \d+, step \d+.*--lr"):
-        fit(digits, config, tmp_path / "run", quiet=True)
+        train_run(run, quiet=True)
     saved = load_file(tmp_path / "run" / "model.safetensors")  # the last good checkpoint, loadable
     assert all(torch.isfinite(t).all() for t in saved.values())

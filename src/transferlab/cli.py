@@ -28,6 +28,15 @@ def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(FitConfig):
         if field.name == "source":
             continue
+        if field.name == "domains":
+            parser.add_argument(
+                "--domain",
+                dest="domains",
+                action="append",
+                metavar="NAME=SOURCE",
+                help="one of several data sets learned with a head each (give two or more; no SOURCE then)",
+            )
+            continue
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool",):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
@@ -59,7 +68,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from transferlab.data import format_summary, load_source, prepare, summarize
 
-    dataset = load_source(args.source, per_class=args.per_class, seed=args.seed)
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    dataset = load_source(args.source, tasks=tasks, per_class=args.per_class, seed=args.seed)
     summary = summarize(prepare(dataset, args.image_size), dataset.name)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
@@ -71,9 +81,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.resume:
         result = fit(None, FitConfig(), args.resume, resume=True)
     else:
-        if args.source is None:
-            raise TransferlabError("fit needs a SOURCE (a folder, a CSV file or a built-in name), or --resume RUN_DIR")
-        result = fit(args.source, _fit_config(args), args.out or _new_run_dir(args.source))
+        config = _fit_config(args)
+        if (args.source is None) == (not config.domains):
+            raise TransferlabError(
+                "fit needs a SOURCE (a folder, a CSV file or a built-in name), or two or more --domain NAME=SOURCE, "
+                "or --resume RUN_DIR"
+            )
+        name = args.source or "-".join(config.domain_sources)
+        result = fit(args.source, config, args.out or _new_run_dir(name))
     print(f"run dir: {result.run_dir}")
     return 0
 
@@ -89,8 +104,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from transferlab.classifier import load
     from transferlab.evaluate import format_scores
 
-    scores = load(args.run_dir).evaluate(args.source, split=args.split)
-    print(json.dumps(scores, indent=2) if args.json else format_scores(scores))
+    scores = load(args.run_dir).evaluate(args.source, split=args.split, domain=args.domain)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        tasks = scores.get("tasks", {"": scores})
+        print("\n\n".join((f"task {name}\n" if name else "") + format_scores(each) for name, each in tasks.items()))
     return 0
 
 
@@ -98,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from transferlab.classifier import load
 
     failures = 0
-    for row in load(args.run_dir).predict_paths(args.paths, top_k=args.top_k):
+    for row in load(args.run_dir).predict_paths(args.paths, top_k=args.top_k, task=args.task, domain=args.domain):
         failures += "error" in row
         print(json.dumps(row), flush=True)
     return 1 if failures else 0
@@ -187,12 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image folder, CSV manifest, or built-in name")
     p.add_argument("--per-class", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", help="a CSV manifest's label columns, comma-separated (default: its `label`)")
     p.add_argument("--image-size", type=int, default=32, help="decode size used to check every file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("fit", help="fit a pretrained backbone to a data source")
-    p.add_argument("source", nargs="?", help="image folder, CSV manifest, or built-in name")
+    p.add_argument("source", nargs="?", help="image folder, CSV manifest, or built-in name (not with --domain)")
     p.add_argument("--out", type=Path, help="run dir (default: runs/<time>-<source>)")
     p.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run (settings from its config.yaml)"
@@ -204,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("source")
     p.add_argument("--split", choices=["auto", "train", "val", "test", "all"], default="auto")
+    p.add_argument("--domain", help="a multi-domain model: the source's domain (default: the one its classes fit)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_evaluate)
 
@@ -211,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--task", help="a multi-task model: this task only (default: every task)")
+    p.add_argument("--domain", help="a multi-domain model: the images' domain (required there)")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("probe", help="linear probe and LogME at every stage of a backbone")

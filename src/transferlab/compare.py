@@ -12,10 +12,10 @@ from transferlab.fitting import Source, fit
 
 
 def trainable_parameters(result: Any) -> int:
-    """Parameters the strategy trained: the head plus the backbone stages after the frozen prefix."""
+    """Parameters the strategy trained: the heads plus the backbone stages after the frozen prefix."""
     model, strategy = result.model, result.strategy
-    stages = model.backbone.stages[strategy.num_frozen(model) :]
-    return sum(p.numel() for p in [*model.head.parameters(), *stages.parameters()])
+    groups = strategy.param_groups(model, lr=1.0)
+    return sum(p.numel() for group in groups for p in group["params"])
 
 
 def compare(source: Source, strategies: list[str], config: FitConfig, out: Path, quiet: bool = True) -> list[dict]:

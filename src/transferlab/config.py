@@ -16,6 +16,8 @@ from transferlab.errors import ConfigError
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
+WEIGHTINGS = ("equal", "uncertainty")  # how the tasks' losses combine (see train/objectives.py)
+SHARINGS = ("hard", "soft")
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,19 @@ class FitConfig:
     predicts each image as the mean of it and its mirror image. `ema_epochs`: the horizon, in epochs, of the
     moving average of the weights that is validated and saved (0: the raw weights). `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records.
+
+    Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
+    "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
+    `weighting` combines the heads' losses; `sharing` is `hard` (one backbone) or `soft` (a copy of the trained
+    stages per head, pulled together by `soft_l2` × their squared distance to the mean).
     """
 
     source: str | None = None
+    tasks: str | None = None
+    domains: list[str] | None = None
+    weighting: str = "equal"
+    sharing: str = "hard"
+    soft_l2: float = 0.01
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     strategy: str = "auto"
@@ -62,6 +74,7 @@ class FitConfig:
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
+        self._check_heads()
         for name in ("epochs", "batch_size", "image_size", "per_class", "step_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -78,6 +91,38 @@ class FitConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.cached_views is not None and self.cached_views < 0:
             raise ConfigError(f"cached_views must be 0 or more, got {self.cached_views}")
+
+    def _check_heads(self) -> None:
+        """The multi-task and multi-domain settings."""
+        self._check_choice("weighting", WEIGHTINGS)
+        self._check_choice("sharing", SHARINGS)
+        if self.soft_l2 < 0:
+            raise ConfigError(f"soft_l2 must be 0 or more, got {self.soft_l2}")
+        if self.tasks is not None and not self.task_list:
+            raise ConfigError("tasks must name at least one label column")
+        if self.tasks and self.domains:
+            raise ConfigError("give tasks (label columns of one source) or domains (several sources), not both")
+        _ = self.domain_sources  # parsed now, so that a bad --domain fails before any work
+
+    @property
+    def task_list(self) -> list[str] | None:
+        """The label columns named by `tasks`, or None for the one `label` column."""
+        return [t.strip() for t in self.tasks.split(",") if t.strip()] if self.tasks is not None else None
+
+    @property
+    def domain_sources(self) -> dict[str, str]:
+        """{domain: source} from `domains` ("NAME=SOURCE" each); empty without domains."""
+        parsed: dict[str, str] = {}
+        for item in self.domains or []:
+            name, equals, source = item.partition("=")
+            if not equals or not name.strip() or not source.strip():
+                raise ConfigError(f"a domain is NAME=SOURCE, got {item!r}")
+            if name.strip() in parsed:
+                raise ConfigError(f"domain {name.strip()!r} given twice")
+            parsed[name.strip()] = source.strip()
+        if len(parsed) == 1:
+            raise ConfigError("one domain is a plain fit: give two or more, or drop --domain")
+        return parsed
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:

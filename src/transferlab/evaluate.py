@@ -21,18 +21,27 @@ def probabilities(
     normalizer: Normalizer,
     batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
-) -> torch.Tensor:
-    """Softmax class probabilities [N, C] for decoded uint8 images [N, 3, S, S] (averaged with the mirror
-    images' when the model predicts with `test_time_flip`)."""
+    domain: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Softmax class probabilities {head: [N, C]} for decoded uint8 images [N, 3, S, S], every head from one
+    pass (a multi-domain model: `domain`'s head), averaged with the mirror images' when the model predicts
+    with `test_time_flip`."""
     model.eval()
-    chunks = []
+    names = [domain] if domain is not None else model.head_names
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(images), batch_size):
         x = normalizer(images[start : start + batch_size], device=device)
-        probs = model(x).softmax(dim=1)
-        if model.test_time_flip:
-            probs = (probs + model(x.flip(-1)).softmax(dim=1)) / 2
-        chunks.append(probs.cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, model.num_classes)
+        views = [x, x.flip(-1)] if model.test_time_flip else [x]
+        logits = [model.outputs_from(view, 0, domain).logits for view in views]
+        for name in names:
+            probs = logits[0][name].softmax(dim=1)
+            if model.test_time_flip:
+                probs = (probs + logits[1][name].softmax(dim=1)) / 2
+            chunks[name].append(probs.cpu())
+    return {
+        name: torch.cat(parts) if parts else torch.empty(0, model.num_classes_of(name))
+        for name, parts in chunks.items()
+    }
 
 
 def score(

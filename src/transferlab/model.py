@@ -1,10 +1,13 @@
-"""TransferModel: a Backbone plus a new head for the target classes; saved as safetensors + JSON, never pickle."""
+"""TransferModel: a Backbone plus a new head per task (or per domain); saved as safetensors + JSON, never pickle."""
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -12,41 +15,134 @@ from torch import nn
 
 from transferlab._atomic import write_json_atomic, write_tensors_atomic
 from transferlab.backbones import Backbone, Preprocessing, create_backbone
+from transferlab.data.types import DEFAULT_TASK
 from transferlab.errors import TransferlabError
 
-FORMAT_VERSION = 1
+# 2: named heads (tasks or domains) and the sharing mode. Version-1 run dirs (one head) still load.
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
 
-class TransferModel(nn.Module):
-    """Backbone → pooled features → dropout → linear head over the target classes.
+@dataclass
+class Outputs:
+    """What one forward pass gives an objective: the logits of each head it ran, in the model's head order,
+    and the pooled features (of the first head's tower, under soft sharing)."""
 
-    `forward_from(x, start)` runs the model from backbone stage `start` on, where `x` is the output of stage
-    `start - 1` (or the pooled features when `start == num_stages`): this is what lets a frozen prefix be
-    computed once and cached.
+    logits: dict[str, torch.Tensor]
+    features: torch.Tensor
+
+
+def _head(features: int, classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(features, classes))
+
+
+class TransferModel(nn.Module):
+    """Backbone → pooled features → dropout → a linear head per task.
+
+    `heads` maps each head's name to its number of classes (an int: one head called `label`). The first head is
+    the primary: `forward` and `forward_from` give its logits, so single-task code never names a head.
+
+    `forward_from(x, start)` / `outputs_from(x, start)` run the model from backbone stage `start` on, where `x`
+    is the output of stage `start - 1` (or the pooled features when `start == num_stages`): this is what lets a
+    frozen prefix be computed once and cached.
+
+    Sharing: by default every head reads the one backbone (hard parameter sharing). With `soft_from=K`, stages
+    K and above are copied for every head after the first (its tower), while stages below K stay shared; an
+    objective term (SoftSharing) keeps the copies close. `domains`: the heads are domains, and a batch of one
+    domain runs that domain's head only.
 
     `test_time_flip`: predictions average each image and its mirror image. Set for models trained with
     flip augmentation, which have learned that a mirrored image is the same class.
     """
 
     def __init__(
-        self, backbone: Backbone, num_classes: int, dropout: float = 0.2, test_time_flip: bool = False
+        self,
+        backbone: Backbone,
+        heads: int | Mapping[str, int],
+        dropout: float = 0.2,
+        test_time_flip: bool = False,
+        soft_from: int | None = None,
+        domains: bool = False,
     ) -> None:
         super().__init__()
+        heads = {DEFAULT_TASK: heads} if isinstance(heads, int) else dict(heads)
+        if not heads:
+            raise ValueError("a model needs at least one head")
         self.backbone = backbone
-        self.num_classes = num_classes
         self.dropout = dropout
         self.test_time_flip = test_time_flip
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.feature_dim, num_classes))
+        self.domains = domains
+        self.heads = nn.ModuleDict({name: _head(backbone.feature_dim, n, dropout) for name, n in heads.items()})
+        self.soft_from = soft_from
+        towers = list(heads)[1:] if soft_from is not None else []
+        self.towers = nn.ModuleDict({name: copy.deepcopy(backbone.stages[soft_from:]) for name in towers})
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.heads)
+
+    @property
+    def num_classes(self) -> int:
+        """The primary head's number of classes."""
+        return self.num_classes_of(self.head_names[0])
+
+    def num_classes_of(self, head: str) -> int:
+        return self.linear(head).out_features
+
+    def linear(self, head: str) -> nn.Linear:
+        """The linear layer of `head` (after its dropout)."""
+        linear = cast(nn.Sequential, self.heads[head])[-1]
+        assert isinstance(linear, nn.Linear)
+        return linear
+
+    def stage_copies(self, index: int) -> list[nn.Module]:
+        """Backbone stage `index` and, under soft sharing, every tower's copy of it."""
+        copies: list[nn.Module] = [self.backbone.stages[index]]
+        if self.soft_from is not None and index >= self.soft_from:
+            copies += [cast(nn.ModuleList, tower)[index - self.soft_from] for tower in self.towers.values()]
+        return copies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(x))
+        return self.forward_from(x, 0)
 
     def forward_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        if start < self.backbone.num_stages:
-            x = self.backbone.pool(self.backbone.forward_stages(x, start))
-        return self.head(x)
+        """The primary head's logits."""
+        primary = self.head_names[0]
+        return self.heads[primary](self._features(x, start, primary))
+
+    def outputs_from(self, x: torch.Tensor, start: int, domain: str | None = None) -> Outputs:
+        """Every head's logits (a domain's batch: that domain's head only) and the pooled features."""
+        names = [domain] if domain is not None else self.head_names
+        if self.soft_from is None:
+            features = self._features(x, start, names[0])
+            return Outputs({name: self.heads[name](features) for name in names}, features)
+        shared = self._shared(x, start)  # once for every tower
+        pooled = {name: self._tower_features(shared, max(start, self.soft_from), name) for name in names}
+        return Outputs({name: self.heads[name](pooled[name]) for name in names}, pooled[names[0]])
+
+    def _features(self, x: torch.Tensor, start: int, head: str) -> torch.Tensor:
+        """Pooled features that `head` reads."""
+        if self.soft_from is not None:
+            return self._tower_features(self._shared(x, start), max(start, self.soft_from), head)
+        return self.backbone.pool(self.backbone.forward_stages(x, start)) if start < self.backbone.num_stages else x
+
+    def _shared(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The output of the shared stages below `soft_from`, from stage `start` on."""
+        assert self.soft_from is not None
+        return self.backbone.forward_stages(x, start, self.soft_from) if start < self.soft_from else x
+
+    def _tower_features(self, x: torch.Tensor, start: int, head: str) -> torch.Tensor:
+        """Pooled features of `head`'s own copy of the stages from `start` (>= soft_from) on."""
+        if start >= self.backbone.num_stages:
+            return x
+        assert self.soft_from is not None
+        stages = (
+            cast(nn.ModuleList, self.towers[head]) if head in self.towers else self.backbone.stages[self.soft_from :]
+        )
+        for stage in stages[start - self.soft_from :]:
+            x = stage(x)
+        return self.backbone.pool(x)
 
     def describe(self) -> dict[str, Any]:
         """What it takes to rebuild this model's structure, as JSON-able data."""
@@ -55,7 +151,9 @@ class TransferModel(nn.Module):
             "backbone": self.backbone.name,
             "stage_names": self.backbone.stage_names,
             "feature_dim": self.backbone.feature_dim,
-            "num_classes": self.num_classes,
+            "heads": {name: self.num_classes_of(name) for name in self.head_names},
+            "sharing": {"mode": "hard" if self.soft_from is None else "soft", "soft_from": self.soft_from},
+            "domains": self.domains,
             "head": {"type": "dropout-linear", "dropout": self.dropout},
             "test_time_flip": self.test_time_flip,
             "preprocessing": {
@@ -77,12 +175,17 @@ def save_model(model: TransferModel, directory: Path, extra: dict[str, Any]) -> 
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
+    """model.json, with a version-1 file's one head and class list lifted into version 2's shape."""
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise TransferlabError(f"{directory} is not a transferlab model: no {META_FILE} in it")
     meta = json.loads(path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise TransferlabError(f"{path} has format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    version = meta.get("format_version")
+    if version == 1:
+        meta["heads"] = {DEFAULT_TASK: meta.pop("num_classes")}
+        meta["classes"] = {DEFAULT_TASK: meta["classes"]}
+    elif version != FORMAT_VERSION:
+        raise TransferlabError(f"{path} has format_version {version}, expected 1 or {FORMAT_VERSION}")
     return meta
 
 
@@ -95,11 +198,25 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
     backbone = create_backbone(meta["backbone"], pretrained=False)
     backbone.preprocessing = Preprocessing(**{k: _tuple(v) for k, v in meta["preprocessing"].items()})
     backbone.weights_source = meta["weights_source"]
-    flip = meta.get("test_time_flip", False)
-    model = TransferModel(backbone, meta["num_classes"], dropout=meta["head"]["dropout"], test_time_flip=flip)
-    model.load_state_dict(load_file(weights))
+    sharing = meta.get("sharing", {})
+    model = TransferModel(
+        backbone,
+        meta["heads"],
+        dropout=meta["head"]["dropout"],
+        test_time_flip=meta.get("test_time_flip", False),
+        soft_from=sharing.get("soft_from"),
+        domains=meta.get("domains", False),
+    )
+    state = load_file(weights)
+    if meta["format_version"] == 1:  # its one head was `head`
+        state = {_renamed_v1(key): value for key, value in state.items()}
+    model.load_state_dict(state)
     model.eval()
     return model, meta
+
+
+def _renamed_v1(key: str) -> str:
+    return f"heads.{DEFAULT_TASK}.{key.removeprefix('head.')}" if key.startswith("head.") else key
 
 
 def _tuple(value: Any) -> Any:

@@ -44,7 +44,10 @@ class Strategy:
     adapt_batchnorm: bool = False
 
     def num_frozen(self, model: TransferModel) -> int:
-        total = model.backbone.num_stages
+        return self.frozen_of(model.backbone.num_stages)
+
+    def frozen_of(self, total: int) -> int:
+        """How many of `total` stages this strategy freezes."""
         return total if self.frozen_stages is None else min(self.frozen_stages, total)
 
     def check(self, model: TransferModel) -> None:
@@ -63,26 +66,28 @@ class Strategy:
     def freeze(self, model: TransferModel) -> None:
         """Turn gradients off for the frozen prefix, on for everything else."""
         frozen = self.num_frozen(model)
-        for index, stage in enumerate(model.backbone.stages):
-            stage.requires_grad_(index >= frozen)
-        model.head.requires_grad_(True)
+        for index in range(model.backbone.num_stages):
+            for stage in model.stage_copies(index):
+                stage.requires_grad_(index >= frozen)
+        model.heads.requires_grad_(True)
 
     def set_train_mode(self, model: TransferModel) -> None:
         """model.train(), except that frozen stages (and, without BN adaptation, every BatchNorm) stay in eval."""
         model.train()
-        frozen = self.num_frozen(model)
-        for stage in model.backbone.stages[:frozen]:
-            stage.eval()
+        for index in range(self.num_frozen(model)):
+            for stage in model.stage_copies(index):
+                stage.eval()
         if not self.adapt_batchnorm:
-            for module in model.backbone.modules():
+            for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
     def param_groups(self, model: TransferModel, lr: float) -> list[dict]:
-        """Head at `lr`, trained backbone stages at `lr * backbone_lr_ratio`; frozen stages are left out."""
-        frozen = self.num_frozen(model)
-        backbone = [p for stage in model.backbone.stages[frozen:] for p in stage.parameters()]
-        groups = [{"params": list(model.head.parameters()), "lr": lr, "name": "head"}]
+        """Heads at `lr`, trained backbone stages (every copy, under soft sharing) at `lr * backbone_lr_ratio`;
+        frozen stages are left out."""
+        trained = range(self.num_frozen(model), model.backbone.num_stages)
+        backbone = [p for index in trained for stage in model.stage_copies(index) for p in stage.parameters()]
+        groups = [{"params": list(model.heads.parameters()), "lr": lr, "name": "head"}]
         if backbone:
             groups.append({"params": backbone, "lr": lr * self.backbone_lr_ratio, "name": "backbone"})
         return groups

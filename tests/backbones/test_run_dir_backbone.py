@@ -17,12 +17,12 @@ from transferlab.model import TransferModel, save_model
 def run_dir(tmp_path: Path) -> tuple[Path, TransferModel]:
     """A saved model whose every weight differs from a fresh random init (a seeded one, then shifted)."""
     torch.manual_seed(0)
-    model = TransferModel(create_backbone(TINY, pretrained=False), num_classes=3)
+    model = TransferModel(create_backbone(TINY, pretrained=False), heads=3)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.01)
     model.eval()
-    save_model(model, tmp_path, {"classes": ["a", "b", "c"], "strategy": "full", "image_size": 32})
+    save_model(model, tmp_path, {"classes": {"label": ["a", "b", "c"]}, "strategy": "full", "image_size": 32})
     return tmp_path, model
 
 
@@ -56,7 +56,7 @@ def test_a_folder_without_model_json_is_an_unknown_backbone(tmp_path) -> None:
 def test_a_run_dir_without_pretrained_gives_the_same_architecture_randomly_initialised(tmp_path) -> None:
     torch.manual_seed(0)
     model = TransferModel(create_backbone("test_efficientnet", pretrained=False), 3)
-    save_model(model, tmp_path, {"classes": ["a", "b", "c"], "strategy": "full", "image_size": 32})
+    save_model(model, tmp_path, {"classes": {"label": ["a", "b", "c"]}, "strategy": "full", "image_size": 32})
     fresh = create_backbone(str(tmp_path), pretrained=False)
     assert fresh.weights_source == "random" and fresh.stage_names == model.backbone.stage_names
     trained = dict(model.backbone.named_parameters())

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from transferlab.model import Outputs
+from transferlab.train.batches import Batch
 from transferlab.train.callbacks import BestCheckpoint, EarlyStopping
 from transferlab.train.loop import validate
 from transferlab.train.state import TrainState
@@ -40,12 +42,20 @@ def test_the_latest_model_within_one_standard_error_of_the_lowest_loss_is_kept(s
     assert epoch == 7 and "2 epochs" in trainer.stop_reason  # two epochs outside the margin in a row
 
 
+class _Logits(torch.nn.Module):
+    """A 'model' whose outputs are its inputs: validation's arithmetic, checked on known logits."""
+
+    head_names = ("label",)
+
+    def outputs_from(self, x: torch.Tensor, start: int, domain: str | None = None) -> Outputs:
+        return Outputs({"label": x}, x)
+
+
 def test_validation_reports_the_standard_error_of_its_mean_loss() -> None:
     torch.manual_seed(0)
     logits, labels = torch.randn(50, 3), torch.randint(0, 3, (50,))
-    model = SimpleNamespace(eval=lambda: None, forward_from=lambda x, start: x)
-    batches = SimpleNamespace(start_stage=0, batches=lambda: [(logits[:32], labels[:32]), (logits[32:], labels[32:])])
-    metrics = validate(model, batches)
+    batches = SimpleNamespace(batches=lambda: [Batch(logits[:32], labels[:32]), Batch(logits[32:], labels[32:])])
+    metrics = validate(_Logits(), batches)
     per_image = torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
     assert metrics["val_loss"] == pytest.approx(per_image.mean(), rel=1e-6)
     assert metrics["val_loss_se"] == pytest.approx(per_image.std(ddof=1) / np.sqrt(50), rel=1e-5)

@@ -53,7 +53,7 @@ def test_frozen_stages_are_bit_identical_and_trained_ones_move(name: str, frozen
             assert not _changed(model, before, prefix), f"frozen stage {index} changed"
         else:
             assert _changed(model, before, prefix), f"trained stage {index} did not change"
-    assert _changed(model, before, "head.")
+    assert _changed(model, before, "heads.")
 
 
 def test_trained_batchnorm_ends_with_statistics_of_the_target_data(digits, tmp_path) -> None:

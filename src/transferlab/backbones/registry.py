@@ -132,7 +132,7 @@ def _run_dir_backbone(name: str, weights: str | Path | None) -> Backbone | None:
     # The backbone keeps its architecture's registered name, so a model trained on it rebuilds from model.json
     # without this run dir; where its weights came from is recorded here instead.
     backbone.weights_source = f"run:{path}"
-    linear = cast(nn.Linear, model.head[-1])
+    linear = model.linear(model.head_names[0])
     backbone.source_classifier = SourceClassifier(weight=linear.weight.detach(), bias=linear.bias.detach())
     return backbone.train()  # like every other backbone the factory returns; load_model left it in eval mode
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from transferlab.data.decode import DEFAULT_MAX_PIXELS, BadImage, open_scaled
-from transferlab.data.types import Dataset, Skipped, Split
+from transferlab.data.types import DEFAULT_TASK, Dataset, Skipped, Split, label_matrix
 from transferlab.errors import ConfigError, DataError
 
 logger = logging.getLogger("transferlab")
@@ -38,7 +38,7 @@ class DecodedSplit:
     """One split's usable images, decoded and resized: what training and evaluation read."""
 
     images: torch.Tensor  # uint8 [N, 3, size, size]; N counts the good images only
-    labels: torch.Tensor  # int64 [N]
+    labels: torch.Tensor  # int64 [N], or [N, T] for several tasks (-1: missing), as in Split
     sizes: list[tuple[int, int]]  # each kept image's original (width, height), upright
     skipped: list[Skipped]
     paths: list[Path] | None = None  # the kept files, aligned with `images`; None for in-memory sources
@@ -46,12 +46,30 @@ class DecodedSplit:
 
 @dataclass
 class PreparedData:
-    """Every split of a Dataset, decoded: the input of training."""
+    """Every split of a Dataset, decoded: the input of training. `classes` and `tasks` as in Dataset."""
 
     classes: list[str]
     splits: dict[str, DecodedSplit]
     skipped: list[Skipped]
     notes: list[str]
+    tasks: dict[str, list[str]] | None = None
+
+    @property
+    def heads(self) -> dict[str, list[str]]:
+        return self.tasks or {DEFAULT_TASK: self.classes}
+
+    def task_view(self, task: str) -> PreparedData:
+        """One task of a multi-task set as a single-task set: its labels [N], images that lack one left out."""
+        if self.tasks is None:
+            return self
+        column = list(self.tasks).index(task)
+        splits = {}
+        for name, split in self.splits.items():
+            keep = torch.nonzero(split.labels[:, column] >= 0).flatten()
+            paths = [split.paths[i] for i in keep] if split.paths is not None else None
+            sizes = [split.sizes[i] for i in keep]
+            splits[name] = DecodedSplit(split.images[keep], split.labels[keep, column], sizes, split.skipped, paths)
+        return PreparedData(self.tasks[task], splits, self.skipped, self.notes)
 
 
 def decode_split(
@@ -175,7 +193,7 @@ def prepare(dataset: Dataset, size: int, **options: Any) -> PreparedData:
     if skipped:
         logger.warning(skip_summary(skipped, sum(len(split) for split in dataset.splits.values())))
     _check_train(dataset, splits["train"])
-    return PreparedData(list(dataset.classes), splits, skipped, list(dataset.notes))
+    return PreparedData(list(dataset.classes), splits, skipped, list(dataset.notes), dataset.tasks)
 
 
 def skip_summary(skipped: list[Skipped], total: int) -> str:
@@ -187,11 +205,21 @@ def skip_summary(skipped: list[Skipped], total: int) -> str:
 def _check_train(dataset: Dataset, train: DecodedSplit) -> None:
     if len(dataset.classes) < 2:
         raise DataError(f"{dataset.name} has fewer than 2 classes: a classifier needs at least 2")
-    before = np.bincount(dataset.splits["train"].labels, minlength=len(dataset.classes))
-    after = np.bincount(train.labels.numpy(), minlength=len(dataset.classes))
-    for name, listed, usable in zip(dataset.classes, before, after, strict=True):
-        if usable == 0 and listed:
-            files = "file" if listed == 1 else "files"
-            raise DataError(f"class '{name}' has no usable images left after skipping {listed} bad {files}")
-        if usable == 0:
-            raise DataError(f"class '{name}' has no training images")
+    listed_all = label_matrix(dataset.splits["train"].labels)
+    usable_all = label_matrix(train.labels.numpy())
+    for column, (task, classes) in enumerate(dataset.heads.items()):
+        of_task = f" of task '{task}'" if dataset.tasks else ""
+        before, after = (_class_counts(m[:, column], len(classes)) for m in (listed_all, usable_all))
+        for name, listed, usable in zip(classes, before, after, strict=True):
+            if usable == 0 and listed:
+                files = "file" if listed == 1 else "files"
+                raise DataError(
+                    f"class '{name}'{of_task} has no usable images left after skipping {listed} bad {files}"
+                )
+            if usable == 0:
+                raise DataError(f"class '{name}'{of_task} has no training images")
+
+
+def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Images per class; missing labels (-1) are no class."""
+    return np.bincount(labels[labels >= 0], minlength=num_classes)

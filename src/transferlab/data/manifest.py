@@ -1,5 +1,9 @@
 """CSV manifests: a `path,label` row per image (paths relative to the CSV's folder), an optional `split`
-column, and any other columns kept alongside the samples."""
+column, and any other columns kept alongside the samples.
+
+A manifest may label several tasks, one column each (`path,age,gender,race`): name them with `tasks`. A
+task's empty cell is a missing label, not a class: the image trains the tasks it has labels for.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +17,30 @@ from transferlab.errors import DataError
 _KNOWN = ("path", "label", "split")
 
 
-def read_manifest(csv_path: Path) -> dict[str, LabelledFiles]:
-    """The manifest's images by split (rows with no split, or an empty one, are train)."""
+def read_manifest(csv_path: Path, tasks: list[str] | None = None) -> dict[str, LabelledFiles]:
+    """The manifest's images by split (rows with no split, or an empty one, are train).
+
+    Without `tasks`, every row needs a `label`; with them, each task's column must exist and may be empty.
+    """
     with csv_path.open(newline="", encoding="utf-8-sig") as file:  # utf-8-sig: spreadsheets often write a BOM
         reader = csv.DictReader(file)
         columns = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = columns
-        for needed in ("path", "label"):
+        for needed in ("path", *(tasks or ["label"])):
             if needed not in columns:
                 raise DataError(f"{csv_path} has no '{needed}' column (its columns: {', '.join(columns) or 'none'})")
-        extra = [name for name in columns if name not in _KNOWN]
+        extra = [name for name in columns if name not in _KNOWN and name not in (tasks or [])]
         found: dict[str, LabelledFiles] = {}
         for line, row in enumerate(reader, start=2):
-            files = found.setdefault(_split_of(row, csv_path, line), LabelledFiles(extra={c: [] for c in extra}))
+            split = _split_of(row, csv_path, line)
+            files = found.setdefault(
+                split, LabelledFiles(extra={c: [] for c in extra}, tasks={t: [] for t in tasks or []})
+            )
             files.paths.append(csv_path.parent / _value(row, "path", csv_path, line))
-            files.labels.append(_value(row, "label", csv_path, line))
-            for name in extra:
-                files.extra[name].append((row.get(name) or "").strip())
+            if not tasks:
+                files.labels.append(_value(row, "label", csv_path, line))
+            for name, values in [*files.tasks.items(), *files.extra.items()]:
+                values.append((row.get(name) or "").strip())
     _check_exist(csv_path, found)
     return found
 

@@ -14,15 +14,25 @@ from transferlab.data.leakage import duplicate_notes
 from transferlab.data.listing import name_some
 from transferlab.data.manifest import read_manifest
 from transferlab.data.splitting import carve, per_class_subset
-from transferlab.data.types import SPLITS, Dataset, LabelledFiles, Split
+from transferlab.data.types import DEFAULT_TASK, SPLITS, Dataset, LabelledFiles, Split, label_matrix
 from transferlab.errors import ConfigError, DataError
 
 # A folder or CSV path, a built-in name, or in memory: (images, labels) or (images, labels, class_names).
 Source = str | Path | tuple[Any, ...]
 
 
-def load_source(source: Source, *, per_class: int | None = None, seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+def load_source(
+    source: Source,
+    *,
+    tasks: list[str] | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> Dataset:
     """Read `source` into a Dataset with train, val (given, or carved from train) and, when known, test.
+
+    `tasks` names a CSV manifest's label columns, for a multi-task data set (`None` or `["label"]`: the one
+    `label` column). Missing labels are -1; carving val stratifies by the task with the fewest labels.
 
     A `str` that names a built-in (see BUILTINS) loads it, even where a folder of that name exists: write
     './digits' for the folder. `per_class` keeps that many images of each class from train and val together,
@@ -33,7 +43,10 @@ def load_source(source: Source, *, per_class: int | None = None, seed: int = 0, 
         raise ConfigError(f"per_class must be at least 1, got {per_class}")
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    dataset = _read(source)
+    several = tasks is not None and list(tasks) != [DEFAULT_TASK]
+    if several and per_class is not None:
+        raise ConfigError("per_class takes a single task: subsample the manifest itself for several tasks")
+    dataset = _read_tasks(source, list(tasks or [])) if several else _read(source)
     _check_classes(dataset)
     splits = dict(dataset.splits)
     if per_class is not None:
@@ -60,6 +73,26 @@ def _read(source: Source) -> Dataset:
     raise DataError(f"no such file or folder: {path} (built-in data sets: {', '.join(BUILTINS)})")
 
 
+def _read_tasks(source: Source, tasks: list[str]) -> Dataset:
+    """A multi-task data set from a CSV manifest with one label column per task."""
+    path = Path(source).expanduser() if isinstance(source, str | Path) else None
+    if path is None or path.suffix.lower() != ".csv" or not path.is_file():
+        raise DataError(f"several tasks ({', '.join(tasks)}) need a CSV manifest with one label column each")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"tasks named twice: {', '.join(tasks)}")
+    found = {split: files for split, files in read_manifest(path, tasks).items() if files.paths}
+    classes = {task: sorted({v for files in found.values() for v in files.tasks[task] if v}) for task in tasks}
+    splits = {}
+    for split, files in found.items():
+        columns = [[classes[task].index(v) if v else -1 for v in files.tasks[task]] for task in tasks]
+        splits[split] = Split(labels=np.array(columns, dtype=np.int64).T, paths=files.paths, extra=files.extra)
+    for task, names in classes.items():
+        if len(names) < 2:
+            only = f"only one class ('{names[0]}')" if names else "no labels at all"
+            raise DataError(f"task '{task}' of {path} has {only}: a task needs at least 2 classes")
+    return Dataset(path.stem, classes[tasks[0]], splits, tasks=classes)
+
+
 def _index(name: str, found: dict[str, LabelledFiles]) -> Dataset:
     """Give the class names sorted indices; splits that hold no images are left out."""
     classes = sorted({label for files in found.values() for label in files.labels})
@@ -79,6 +112,10 @@ def _index(name: str, found: dict[str, LabelledFiles]) -> Dataset:
 def _check_classes(dataset: Dataset) -> None:
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"{dataset.name} has no training images")
+    train = label_matrix(dataset.splits["train"].labels)
+    for column, task in enumerate(dataset.tasks or []):
+        if not (train[:, column] >= 0).any():
+            raise DataError(f"task '{task}' has no label at all in the training split of {dataset.name}")
     if len(dataset.classes) < 2:
         raise DataError(f"{dataset.name} has only one class ('{dataset.classes[0]}'): a classifier needs at least 2")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferlab.data.types import Split
+from transferlab.data.types import Split, strata
 
 
 def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dict[str, Split]:
@@ -14,7 +14,7 @@ def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dic
     from. Chosen samples keep their source order.
     """
     names = [name for name in ("train", "val") if name in splits]
-    labels = np.concatenate([splits[name].labels for name in names])
+    labels = np.concatenate([strata(splits[name].labels) for name in names])
     owner = np.concatenate([np.full(len(splits[name]), k) for k, name in enumerate(names)])
     local = np.concatenate([np.arange(len(splits[name])) for name in names])
     rng = np.random.default_rng(seed)
@@ -25,11 +25,13 @@ def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dic
 
 
 def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """(rest, held out): `fraction` of each class held out, at least one of each class with two or more."""
+    """(rest, held out): `fraction` of each class held out, at least one of each class with two or more
+    (of several tasks, stratified by the scarcest, see `strata`)."""
     rng = np.random.default_rng(seed)
     held = []
-    for c in np.unique(split.labels):
-        members = rng.permutation(np.flatnonzero(split.labels == c))
+    key = strata(split.labels)
+    for c in np.unique(key):
+        members = rng.permutation(np.flatnonzero(key == c))
         count = 0 if len(members) < 2 else min(max(round(len(members) * fraction), 1), len(members) - 1)
         held.append(members[:count])
     held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)

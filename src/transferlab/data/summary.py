@@ -12,21 +12,36 @@ from transferlab.data.types import Skipped
 
 
 def summarize(prepared: PreparedData, name: str) -> dict[str, Any]:
-    """Keys: name, classes, counts ({split: {class: n}}), image_sizes (original [w, h]), skipped, notes."""
-    classes = prepared.classes
-    counts = {
-        split: dict(zip(classes, torch.bincount(decoded.labels, minlength=len(classes)).tolist(), strict=True))
-        for split, decoded in prepared.splits.items()
-    }
+    """Keys: name, classes, counts ({split: {class: n}}), image_sizes (original [w, h]), skipped, notes.
+
+    A multi-task set has `tasks` ({task: {classes, counts, missing ({split: n})}}) instead of classes and counts.
+    """
     sizes = Counter(size for decoded in prepared.splits.values() for size in decoded.sizes)
+    if prepared.tasks:
+        labels: dict[str, Any] = {"tasks": {task: _task_counts(prepared, k) for k, task in enumerate(prepared.tasks)}}
+    else:
+        counted = _task_counts(prepared, 0)
+        labels = {"classes": counted["classes"], "counts": counted["counts"]}
     return {
         "name": name,
-        "classes": list(classes),
-        "counts": counts,
+        **labels,
         "image_sizes": _size_stats(sizes),
         "skipped": [{"path": bad.path, "reason": bad.reason} for bad in prepared.skipped],
         "notes": list(prepared.notes),
     }
+
+
+def _task_counts(prepared: PreparedData, column: int) -> dict[str, Any]:
+    """One task's classes, images per class in each split, and images whose label is missing."""
+    classes = list(prepared.heads.values())[column]
+    counts, missing = {}, {}
+    for split, decoded in prepared.splits.items():
+        labels = decoded.labels.reshape(len(decoded.labels), -1)[:, column]
+        counts[split] = dict(
+            zip(classes, torch.bincount(labels[labels >= 0], minlength=len(classes)).tolist(), strict=True)
+        )
+        missing[split] = int((labels < 0).sum())
+    return {"classes": classes, "counts": counts, "missing": missing}
 
 
 def _size_stats(sizes: Counter[tuple[int, int]]) -> dict[str, Any]:
@@ -45,12 +60,17 @@ def _size_stats(sizes: Counter[tuple[int, int]]) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Plain text for people: images per class in each split, original sizes, skipped files and why, notes."""
-    counts: dict[str, dict[str, int]] = summary["counts"]
-    images = sum(sum(per_class.values()) for per_class in counts.values())
-    lines = [
-        f"{summary['name']}: {len(summary['classes'])} classes, {images:,} images",
-        *_count_table(summary),
-    ]
+    tasks = summary.get("tasks") or {"": summary}
+    first = next(iter(tasks.values()))
+    images = sum(sum(n.values()) + first.get("missing", {}).get(s, 0) for s, n in first["counts"].items())
+    if "tasks" in summary:
+        lines = [f"{summary['name']}: {len(tasks)} tasks, {images:,} images"]
+        for task, described in tasks.items():
+            missing = ", ".join(f"{split} {n}" for split, n in described["missing"].items())
+            lines += [f"task {task}: {len(described['classes'])} classes; missing labels: {missing}"]
+            lines += _count_table(described)
+    else:
+        lines = [f"{summary['name']}: {len(summary['classes'])} classes, {images:,} images", *_count_table(summary)]
     lines.append(f"image sizes: {_format_sizes(summary['image_sizes'], images)}")
     skipped = summary["skipped"]
     if skipped:

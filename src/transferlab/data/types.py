@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+DEFAULT_TASK = "label"  # the one task of a single-task source, named as its CSV column
 # The names a folder or a manifest may use for each split (compared in lower case).
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -22,19 +23,35 @@ class Skipped:
 
 @dataclass
 class LabelledFiles:
-    """Image files with their class names, as a folder or manifest lists them, before classes get indices."""
+    """Image files with their class names, as a folder or manifest lists them, before classes get indices:
+    `labels` for one task, or `tasks` ({task: a class name or "" where missing, per file}) for several."""
 
     paths: list[Path] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     extra: dict[str, list[str]] = field(default_factory=dict)
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+
+
+def label_matrix(labels: np.ndarray) -> np.ndarray:
+    """Labels as [N, T], one column per task (a single task's [N] becomes [N, 1])."""
+    return labels.reshape(len(labels), -1)
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """The labels to stratify samples by: a single task's, or, of several tasks, the one with the fewest
+    labelled samples (its classes are the ones a random split could leave out), missing (-1) as a stratum."""
+    matrix = label_matrix(labels)
+    return matrix[:, int(np.argmin((matrix >= 0).sum(0)))]
 
 
 @dataclass
 class Split:
     """One split's samples: either image files (`paths`) or in-memory uint8 images (`arrays`), never both.
 
-    `arrays` is [N, H, W] (grey) or [N, H, W, 3] (RGB). `labels` indexes `Dataset.classes`.
-    `extra` keeps a CSV manifest's additional columns, one list per column, aligned with the samples.
+    `arrays` is [N, H, W] (grey) or [N, H, W, 3] (RGB). `labels` is [N], indexing `Dataset.classes`, or, for
+    a multi-task data set, [N, T] with one column per task of `Dataset.tasks` and -1 where a label is missing
+    (scikit-learn's shape for multi-output targets). `extra` keeps a CSV manifest's additional columns, one
+    list per column, aligned with the samples.
     """
 
     labels: np.ndarray
@@ -57,16 +74,26 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A named data set: its class names, its splits (always `train`; `val`, `test` when known), and notes."""
+    """A named data set: its class names, its splits (always `train`; `val`, `test` when known), and notes.
+
+    A multi-task data set also has `tasks`, {task: class names} in the order of its label columns; its
+    `classes` are then the first task's, the one a single-task view of it predicts.
+    """
 
     name: str
     classes: list[str]
     splits: dict[str, Split]
     notes: list[str] = field(default_factory=list)
+    tasks: dict[str, list[str]] | None = None
+
+    @property
+    def heads(self) -> dict[str, list[str]]:
+        """{task: class names}; a single-task data set's one task is called `label`, as its CSV column."""
+        return self.tasks or {DEFAULT_TASK: self.classes}
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per class in each split: {split: {class: count}}."""
+        """Images per class in each split: {split: {class: count}} (of the first task, for several)."""
         return {
-            name: {c: int((split.labels == i).sum()) for i, c in enumerate(self.classes)}
+            name: {c: int((label_matrix(split.labels)[:, 0] == i).sum()) for i, c in enumerate(self.classes)}
             for name, split in self.splits.items()
         }

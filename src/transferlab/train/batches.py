@@ -7,12 +7,32 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
+
+
+@dataclass
+class Batch:
+    """One step's input.
+
+    - `x`: normalised images, or a cached frozen prefix's outputs, to be fed to backbone stage `start`;
+    - `y`: labels [N] (one head), or [N, T] with one column per head the model runs and -1 where missing;
+    - `domain`: the domain all its images come from, for a multi-domain model (its head is the one that runs).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    start: int = 0
+    domain: str | None = None
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """`y` as [N, T]: column t belongs to the t-th head of the model's outputs."""
+        return self.y.view(len(self.y), -1)
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:
@@ -59,12 +79,10 @@ class ImageBatches:
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
-    def batches(
-        self, seed: int = 0, epoch: int = 0, first_step: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
         for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
             x = self.normalizer(self.images[index], self.augment, generator, self.device)
-            yield x, self.labels[index].to(self.device)
+            yield Batch(x, self.labels[index].to(self.device), self.start_stage)
 
 
 @dataclass
@@ -84,15 +102,42 @@ class CachedBatches:
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
-    def batches(
-        self, seed: int = 0, epoch: int = 0, first_step: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
         for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
             view = torch.randint(self.views.shape[0], (len(index),), generator=generator)
             x = self.views[view, index].to(self.device).float()
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[index].to(self.device)
+            yield Batch(x, self.labels[index].to(self.device), self.start_stage)
 
 
-Batches = ImageBatches | CachedBatches
+@dataclass
+class DomainBatches:
+    """Several domains' batches, interleaved: each step draws a whole batch from one domain, in an order
+    shuffled per epoch in which every domain appears as often as it has batches."""
+
+    domains: Mapping[str, ImageBatches | CachedBatches]
+    shuffle: bool = False
+
+    def __len__(self) -> int:
+        return sum(len(batches) for batches in self.domains.values())
+
+    def schedule(self, seed: int, epoch: int) -> list[str]:
+        """Which domain each step of `epoch` draws from."""
+        order = [name for name, batches in self.domains.items() for _ in range(len(batches))]
+        return [order[i] for i in _order(len(order), seed, epoch, self.shuffle)]
+
+    def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
+        schedule = self.schedule(seed, epoch)
+        done = schedule[:first_step]  # a resumed epoch skips each domain's steps already taken
+        streams = {
+            name: batches.batches(seed + k, epoch, done.count(name))  # each domain its own randomness
+            for k, (name, batches) in enumerate(self.domains.items())
+        }
+        for name in schedule[first_step:]:
+            batch = next(streams[name])
+            batch.domain = name
+            yield batch
+
+
+Batches = ImageBatches | CachedBatches | DomainBatches

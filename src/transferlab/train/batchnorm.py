@@ -8,7 +8,6 @@ normalisation that training did. Frozen stages are left untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from transferlab.data.transforms import PRESETS
 from transferlab.model import TransferModel
-from transferlab.train.batches import Batches, CachedBatches
+from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches
 
 MAX_BATCHES = 32
 
@@ -25,7 +24,8 @@ MAX_BATCHES = 32
 def recalibrate_batchnorm(model: TransferModel, batches: Batches, frozen: int, max_batches: int = MAX_BATCHES) -> None:
     norms = [
         m
-        for stage in model.backbone.stages[frozen:]
+        for index in range(frozen, model.backbone.num_stages)
+        for stage in model.stage_copies(index)
         for m in stage.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
@@ -38,18 +38,25 @@ def recalibrate_batchnorm(model: TransferModel, batches: Batches, frozen: int, m
     model.eval()
     for norm in norms:
         norm.train()
-    for index, (x, _) in enumerate(_clean(batches)):
+    for index, batch in enumerate(_clean(batches).batches(seed=0, epoch=0)):
         if index >= max_batches:
             break
-        model.forward_from(x, batches.start_stage)
+        model.outputs_from(batch.x, batch.start, batch.domain)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.eval()
 
 
-def _clean(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The training batches, unaugmented, in one fixed order; cached prefixes give their first view (clean
-    unless the cache holds augmented views only: mild, and still the target's statistics)."""
+def _clean(batches: Batches) -> Batches:
+    """The training batches, unaugmented (read in one fixed order)."""
+    if isinstance(batches, DomainBatches):
+        return replace(batches, domains={name: _clean_one(each) for name, each in batches.domains.items()})
+    return _clean_one(batches)
+
+
+def _clean_one(batches: ImageBatches | CachedBatches) -> ImageBatches | CachedBatches:
+    """Cached prefixes give their first view (clean unless the cache holds augmented views only: mild, and
+    still the target's statistics)."""
     if isinstance(batches, CachedBatches):
-        return replace(batches, views=batches.views[:1]).batches(seed=0, epoch=0)
-    return replace(batches, augment=PRESETS["none"]).batches(seed=0, epoch=0)
+        return replace(batches, views=batches.views[:1])
+    return replace(batches, augment=PRESETS["none"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -65,30 +66,36 @@ class TimeBudget(Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         if trainer.elapsed > self.seconds:
             trainer.stop_reason = f"time limit of {self.seconds:g} s reached"
 
 
 class MetricsLog(Callback):
-    """One JSON line per epoch: epoch, train loss, validation loss and accuracy, learning rate, seconds."""
+    """One JSON line per epoch: epoch, train loss, validation loss and accuracy, learning rate, seconds, and the
+    epoch's mean of each part the objective logs (`train/loss/NAME`, `train/weight/NAME`, ...)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.losses: list[float] = []
+        self.parts: dict[str, list[float]] = {}
 
-    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         self.losses.append(loss)
+        for name, value in parts.items():
+            if not math.isnan(value):  # NaN: not measured on this batch (a task without labels in it)
+                self.parts.setdefault(name, []).append(value)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         # On resume, an interrupted epoch's early losses are gone; the mean covers the steps of this session.
         row = {
             **metrics,
             "train_loss": sum(self.losses) / max(1, len(self.losses)),
+            **{f"train/{name}": sum(values) / len(values) for name, values in self.parts.items()},
             "lr": trainer.optimizer.param_groups[0]["lr"],
             "seconds": round(trainer.elapsed, 2),
         }
-        self.losses = []
+        self.losses, self.parts = [], {}
         trainer.state.history.append(row)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -107,6 +114,7 @@ class Progress(Callback):
     def __init__(self, interactive: bool | None = None) -> None:
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self.progress: Any = None
+        self.last_parts: dict[str, float] = {}
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.interactive:
@@ -124,7 +132,8 @@ class Progress(Callback):
             done = trainer.state.epoch * len(trainer.train) + trainer.state.step
             self.task = self.progress.add_task("training", total=total, completed=done, info="")
 
-    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+        self.last_parts = parts  # the epoch line shows the task weights and distances as training left them
         if self.progress is not None:
             info = f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs} loss {loss:.3f}"
             self.progress.update(self.task, advance=1, info=info)
@@ -134,6 +143,11 @@ class Progress(Callback):
             f"epoch {metrics['epoch']:>3}/{trainer.config.epochs}  val_acc {metrics['val_accuracy']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  {trainer.elapsed:6.1f}s"
         )
+        heads = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("val_accuracy/")}
+        if heads:  # several tasks or domains: each one's accuracy, then what the objective logged
+            line += "  (" + ", ".join(f"{name} {value:.4f}" for name, value in heads.items()) + ")"
+            logged = [f"{k} {v:.3g}" for k, v in self.last_parts.items() if k.startswith(("weight/", "soft/"))]
+            line += "".join(f"  {item}" for item in logged)
         if self.progress is not None:
             self.progress.console.print(line)
         else:

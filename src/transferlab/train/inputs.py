@@ -6,15 +6,32 @@ from __future__ import annotations
 from transferlab.config import FitConfig
 from transferlab.data import PreparedData
 from transferlab.data.transforms import PRESETS, Normalizer
+from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
-from transferlab.train.batches import Batches, CachedBatches, ImageBatches
+from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches
 from transferlab.train.features import DEFAULT_BUDGET_BYTES, cache_views, views_that_fit
+
+
+def make_fit_batches(
+    model: TransferModel, strategy: Strategy, config: FitConfig, data: FitData, device: str
+) -> tuple[Batches, Batches, str]:
+    """(train, val, note) for a run: one source's batches, or every domain's, interleaved."""
+    if not data.domains:
+        return make_batches(model, strategy, config, data.sources[""], device)
+    made = {name: make_batches(model, strategy, config, each, device) for name, each in data.sources.items()}
+    notes = {note for _, _, note in made.values()}
+    note = "; ".join(f"{name}: {note}" for name, (_, _, note) in made.items()) if len(notes) > 1 else notes.pop()
+    return (
+        DomainBatches({name: train for name, (train, _, _) in made.items()}, shuffle=True),
+        DomainBatches({name: val for name, (_, val, _) in made.items()}),
+        f"{len(made)} domains, a batch from one domain at a time; {note}",
+    )
 
 
 def make_batches(
     model: TransferModel, strategy: Strategy, config: FitConfig, data: PreparedData, device: str
-) -> tuple[Batches, Batches, str]:
+) -> tuple[ImageBatches | CachedBatches, ImageBatches | CachedBatches, str]:
     """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved."""
     batch, size, augmented = config.batch_size, config.image_size, config.cached_views
     if batch is None or size is None or augmented is None:

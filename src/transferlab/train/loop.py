@@ -17,8 +17,9 @@ from transferlab.errors import Interrupted, TransferlabError
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
-from transferlab.train.batches import Batches, step_seed
+from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
+from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.schedules import lr_factor
 from transferlab.train.state import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
 
@@ -32,11 +33,18 @@ class Callback:
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_step_end(self, trainer: Trainer, loss: float) -> None: ...
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+def objective_groups(objective: Objective, lr: float) -> list[dict]:
+    """The objective's own parameters (learned task weights, a discriminator), if it has any, at the head's
+    rate and without weight decay: decay would pull them towards zero, which for a log-variance means a bias."""
+    parameters = [p for p in objective.parameters() if p.requires_grad]
+    return [{"params": parameters, "lr": lr, "weight_decay": 0.0, "name": "objective"}] if parameters else []
 
 
 def build_optimizer(config: FitConfig, groups: list[dict]) -> torch.optim.Optimizer:
@@ -49,13 +57,33 @@ def build_optimizer(config: FitConfig, groups: list[dict]) -> torch.optim.Optimi
 
 @torch.no_grad()
 def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
-    """Mean cross-entropy, its standard error, and accuracy of `model` (in eval mode) over `batches`."""
+    """Mean cross-entropy, its standard error, and accuracy of `model` (in eval mode) over `batches`.
+
+    With several heads (tasks or domains), each head's are reported as `val_loss/NAME` and `val_accuracy/NAME`,
+    over the images labelled for it, and `val_loss`, `val_accuracy` are their means over heads: what the best
+    checkpoint and early stopping read. The mean's standard error treats the heads' as independent.
+    """
     model.eval()
-    losses, correct = [], 0
-    for x, y in batches.batches():
-        logits = model.forward_from(x, batches.start_stage)
-        losses.append(nn.functional.cross_entropy(logits, y, reduction="none").double())
-        correct += int((logits.argmax(1) == y).sum())
+    losses: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
+    correct = dict.fromkeys(model.head_names, 0)
+    for batch in batches.batches():
+        outputs = model.outputs_from(batch.x, batch.start, batch.domain)
+        for (name, logits), labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
+            labelled = labels >= 0
+            logits, labels = logits[labelled], labels[labelled]
+            losses[name].append(nn.functional.cross_entropy(logits, labels, reduction="none").double())
+            correct[name] += int((logits.argmax(1) == labels).sum())
+    heads = {name: _mean_and_error(values, correct[name]) for name, values in losses.items()}
+    if len(heads) == 1:
+        return next(iter(heads.values()))
+    metrics = {key: sum(h[key] for h in heads.values()) / len(heads) for key in ("val_loss", "val_accuracy")}
+    metrics["val_loss_se"] = sum(h["val_loss_se"] ** 2 for h in heads.values()) ** 0.5 / len(heads)
+    for name, head in heads.items():
+        metrics |= {f"val_loss/{name}": head["val_loss"], f"val_accuracy/{name}": head["val_accuracy"]}
+    return metrics
+
+
+def _mean_and_error(losses: list[torch.Tensor], correct: int) -> dict[str, float]:
     every = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
     count = len(every)
     return {
@@ -66,7 +94,8 @@ def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
 
 
 class Trainer:
-    """Fits `model` with `strategy` on `train`, validating on `val` after each epoch."""
+    """Fits `model` with `strategy` on `train`, validating on `val` after each epoch, minimising `objective`
+    (default: cross-entropy of the one head, with the config's label smoothing)."""
 
     def __init__(
         self,
@@ -77,6 +106,7 @@ class Trainer:
         val: Batches,
         run_dir: Path,
         callbacks: Sequence[Callback] = (),
+        objective: Objective | None = None,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -86,8 +116,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
         strategy.freeze(model)
-        self.optimizer = build_optimizer(config, strategy.param_groups(model, config.lr or 1e-3))
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.objective = objective or CrossEntropy(config.label_smoothing)
+        lr = config.lr or 1e-3
+        self.optimizer = build_optimizer(
+            config, strategy.param_groups(model, lr) + objective_groups(self.objective, lr)
+        )
         horizon = config.ema_epochs * len(train)
         self.average = WeightAverage(model, horizon) if horizon > 0 else None
         self.state = TrainState()
@@ -112,11 +145,20 @@ class Trainer:
     def save_resumable(self) -> None:
         self.state.elapsed = self.elapsed
         self._started = time.monotonic()
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, self._averaged)
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, self._averaged, self.objective
+        )
 
     def resume(self) -> None:
-        """Continue from the run dir's resumable checkpoint: weights, their average, optimizer, loop state."""
-        self.state = load_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self._averaged)
+        """Continue from the run dir's resumable checkpoint: weights, their average, the objective's own
+        parameters, optimizer, loop state."""
+        self.state = load_checkpoint(
+            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self._averaged, self.objective
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return (self.config.epochs or 1) * len(self.train)
 
     def fit(self) -> TrainState:
         for callback in self.callbacks:
@@ -132,8 +174,8 @@ class Trainer:
     def _run_epoch(self) -> None:
         state, config = self.state, self.config
         self.strategy.set_train_mode(self.model)
-        for x, y in self.train.batches(config.seed, state.epoch, state.step):
-            self._step(x, y)
+        for batch in self.train.batches(config.seed, state.epoch, state.step):
+            self._step(batch)
             if self.interrupted:
                 self.save_resumable()
                 raise Interrupted(
@@ -149,13 +191,14 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, metrics)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _step(self, batch: Batch) -> None:
         state = self.state
         factor = lr_factor(self.config, state.epoch, state.step, len(self.train))
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly
-        loss = self.criterion(self.model.forward_from(x, self.train.start_stage), y)
+        outputs = self.model.outputs_from(batch.x, batch.start, batch.domain)
+        loss, parts = self.objective(outputs, batch, state.global_step / self.total_steps)
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
@@ -168,5 +211,6 @@ class Trainer:
             self.average.update(state.global_step)
         state.step += 1
         state.global_step += 1
+        values = dict(zip(parts, torch.stack(list(parts.values())).tolist(), strict=True)) if parts else {}
         for callback in self.callbacks:
-            callback.on_step_end(self, loss.item())
+            callback.on_step_end(self, loss.item(), values)

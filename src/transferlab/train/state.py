@@ -39,11 +39,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainState,
     average: torch.nn.Module | None = None,
+    objective: torch.nn.Module | None = None,
 ) -> None:
-    """Model weights (and their moving average), optimizer state and loop state in one atomically written file."""
+    """Model weights (and their moving average), the objective's own parameters, optimizer state and loop state
+    in one atomically written file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if average is not None:
         tensors |= {f"average.{k}": v for k, v in average.state_dict().items()}
+    if objective is not None:
+        tensors |= {f"objective.{k}": v for k, v in objective.state_dict().items()}
     optim = optimizer.state_dict()
     for index, slots in optim["state"].items():
         for name, value in slots.items():
@@ -56,7 +60,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, average: torch.nn.Module | None = None
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    average: torch.nn.Module | None = None,
+    objective: torch.nn.Module | None = None,
 ) -> TrainState:
     if not Path(path).is_file():
         raise TransferlabError(f"no checkpoint to resume from at {path}")
@@ -66,6 +74,8 @@ def load_checkpoint(
     model.load_state_dict(_with_prefix(tensors, "model."))
     if average is not None:
         average.load_state_dict(_with_prefix(tensors, "average."))
+    if objective is not None:  # strict: a resumed run must not silently start its task weights afresh
+        objective.load_state_dict(_with_prefix(tensors, "objective."))
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -1,0 +1,61 @@
+"""The prepared data of one run, seen as heads: a source's tasks, or one source per domain.
+
+- One source, one task: one head, called `label`.
+- One source with several label columns (multi-task): a head per task, every image feeding all of them.
+- Several sources (multi-domain): a head per domain, each trained on its own source's images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from transferlab.data import PreparedData
+
+
+@dataclass
+class FitData:
+    """`sources` maps each domain to its prepared data; a run without domains has one source under `""`."""
+
+    sources: dict[str, PreparedData]
+
+    @property
+    def domains(self) -> bool:
+        return "" not in self.sources
+
+    @property
+    def heads(self) -> dict[str, list[str]]:
+        """{head: class names}, in the model's head order."""
+        if self.domains:
+            return {name: data.classes for name, data in self.sources.items()}
+        return self.sources[""].heads
+
+    def view(self, head: str) -> PreparedData:
+        """One head's data as a single-task set: [N] labels, images that lack a label for it left out."""
+        return self.sources[head] if self.domains else self.sources[""].task_view(head)
+
+    def smallest_head(self) -> str:
+        """The head with the fewest training images in its smallest class: it decides whether the set is small."""
+        return min(self.heads, key=lambda head: int(self.train_counts(head).min()))
+
+    def train_counts(self, head: str) -> torch.Tensor:
+        labels = self.view(head).splits["train"].labels
+        return torch.bincount(labels, minlength=len(self.heads[head]))
+
+    @property
+    def train_images(self) -> int:
+        """Training images in all: each is one sample per step, whatever number of heads it labels."""
+        return sum(len(data.splits["train"].labels) for data in self.sources.values())
+
+    @property
+    def skipped(self) -> list:
+        return [bad for data in self.sources.values() for bad in data.skipped]
+
+    def sizes(self) -> dict[str, int]:
+        """Images per split, over every source."""
+        sizes: dict[str, int] = {}
+        for data in self.sources.values():
+            for split, decoded in data.splits.items():
+                sizes[split] = sizes.get(split, 0) + len(decoded.labels)
+        return sizes

@@ -1,0 +1,146 @@
+"""What training minimises, as loss modules: the loop never changes, only the objective it is given.
+
+An Objective turns one batch's model outputs into the scalar to minimise and the named parts to log. Every
+capability that changes *what* is learned (several tasks, soft parameter sharing, later domain adaptation or
+sample weights) is an Objective, or a term added to one with `Total`:
+
+    class Coral(Objective):
+        def forward(self, outputs, batch, progress):
+            loss = coral_distance(outputs.features, batch.x_target_features)
+            return loss, {"coral": loss.detach()}
+
+    trainer = Trainer(model, strategy, config, train, val, run_dir, objective=Total([MultiTask(...), Coral()]))
+
+An objective's own parameters (learned task weights, a discriminator) are trained in an optimizer group of
+their own, without weight decay, and are saved in the resumable checkpoint with the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferlab.model import Outputs, TransferModel
+from transferlab.train.batches import Batch
+
+Parts = dict[str, torch.Tensor]
+WEIGHTINGS = ("equal", "uncertainty")
+
+
+class Objective(nn.Module):
+    """`forward(outputs, batch, progress)` → (loss, parts). `progress` is the share of training done, in [0, 1]:
+    coefficients that ramp over training read it, so a resumed run continues them exactly."""
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
+        raise NotImplementedError
+
+
+class CrossEntropy(Objective):
+    """One head's cross-entropy with label smoothing: the single-task objective."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
+        (logits,) = outputs.logits.values()
+        return F.cross_entropy(logits, batch.y, label_smoothing=self.label_smoothing), {}
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy over the labelled rows (label >= 0); 0, with zero gradient, when there are none.
+
+    `cross_entropy` with every target ignored divides 0 by 0: NaN, which would stop the run.
+    """
+    total = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum", label_smoothing=label_smoothing)
+    return total / (labels >= 0).sum().clamp(min=1)
+
+
+class MultiTask(Objective):
+    """The heads' masked cross-entropies, combined by a weighting:
+
+    - `equal`: their sum;
+    - `uncertainty`: Σ (exp(-s_t) L_t + s_t) / 2 with a learned log-variance s_t per head (Kendall, Gal and
+      Cipolla, CVPR 2018; the form of LibMTL's UW): a task whose loss stays high is weighted down.
+
+    A head without a label in the batch adds nothing, and its log-variance gets no gradient. Parts: each head's
+    loss (NaN where it had no label: not measured, left out of the epoch's mean) and weight.
+    """
+
+    def __init__(self, heads: Sequence[str], weighting: str = "equal", label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+        self.index = {name: i for i, name in enumerate(heads)}
+        self.weighting = weighting
+        self.label_smoothing = label_smoothing
+        self.log_vars = nn.Parameter(torch.zeros(len(heads))) if weighting == "uncertainty" else None
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
+        names = list(outputs.logits)
+        targets = batch.targets
+        losses = torch.stack(
+            [
+                masked_cross_entropy(outputs.logits[name], targets[:, k], self.label_smoothing)
+                for k, name in enumerate(names)
+            ]
+        )
+        present = (targets >= 0).any(0).to(losses.dtype)
+        measured = torch.where(present > 0, losses.detach(), torch.nan)
+        parts = {f"loss/{name}": measured[k] for k, name in enumerate(names)}
+        if self.log_vars is None:
+            return (losses * present).sum(), parts
+        log_vars = self.log_vars[[self.index[name] for name in names]]
+        loss = ((losses * torch.exp(-log_vars) + log_vars) / 2 * present).sum()
+        weights = torch.exp(-self.log_vars.detach()) / 2
+        return loss, parts | {f"weight/{name}": weights[i] for name, i in self.index.items()}
+
+
+class SoftSharing(Objective):
+    """λ Σ_t ||θ_t − θ̄||² over the corresponding parameters of every head's copy of the unshared stages
+    (Duong et al., ACL 2015): λ = 0 trains independent models, a large λ approaches hard sharing.
+
+    Its gradient on head t's copy is 2λ(θ_t − θ̄) (the deviations sum to zero). Part: `soft/distance`, the sum
+    of squared distances to the mean, so the log shows how far the copies have drifted apart.
+    """
+
+    def __init__(self, model: TransferModel, weight: float) -> None:
+        super().__init__()
+        if model.soft_from is None:
+            raise ValueError("soft sharing needs a model built with soft_from (a tower per head)")
+        self.weight = weight
+        # Plain lists, not registered: these are the model's parameters, trained and saved with the model.
+        self._groups: list[list[torch.Tensor]] = [
+            list(parameters)
+            for index in range(model.soft_from, model.backbone.num_stages)
+            for parameters in zip(*(copy.parameters() for copy in model.stage_copies(index)), strict=True)
+        ]
+
+    def distance(self) -> torch.Tensor:
+        """Σ over corresponding parameters of Σ_t ||θ_t − θ̄||²."""
+        if not self._groups:  # every stage frozen and shared: nothing to keep close
+            return torch.zeros(())
+        stacks = [torch.stack(group) for group in self._groups]
+        return torch.stack([(stack - stack.mean(0)).pow(2).sum() for stack in stacks]).sum()
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
+        distance = self.distance()
+        return self.weight * distance, {"soft/distance": distance.detach()}
+
+
+class Total(Objective):
+    """The sum of several objectives' losses; their parts side by side."""
+
+    def __init__(self, terms: Sequence[Objective]) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
+        loss, parts = self.terms[0](outputs, batch, progress)
+        for term in self.terms[1:]:
+            more, more_parts = term(outputs, batch, progress)
+            loss, parts = loss + more, parts | more_parts
+        return loss, parts
