@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 
+from transferlab.train.loop import Callback, Trainer
+
 TINY = "test_efficientnet"  # timm's 0.36M-parameter EfficientNet built for tests; same stage layout as Lite0
 
 
@@ -44,3 +46,14 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_file(timm.create_model(TINY).state_dict(), path)
     return path
+
+
+class InterruptAt(Callback):
+    """Does what the SIGINT/SIGTERM handler does, after optimizer step `step` of the run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+        if trainer.state.global_step == self.step:
+            trainer.interrupted = True

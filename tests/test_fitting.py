@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TINY
+from tests.conftest import TINY, InterruptAt
 from transferlab.config import FitConfig
 from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import Outputs
 from transferlab.train.batches import Batch
-from transferlab.train.loop import Callback, Trainer, TrainingDiverged
+from transferlab.train.loop import TrainingDiverged
 from transferlab.train.objectives import CrossEntropy
 
 
@@ -57,17 +57,6 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     assert all(p.suffix in {".safetensors", ".json", ".yaml", ".jsonl", ".png"} for p in run.iterdir())
     # digits are easy: even 3 epochs of a tiny random-init network on 120 images beat chance (33%) clearly
     assert result.state.history[result.state.best_epoch - 1]["val_accuracy"] > 0.6
-
-
-class InterruptAt(Callback):
-    """Does what the SIGINT/SIGTERM handler does, after optimizer step `step` of the run."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
-        if trainer.state.global_step == self.step:
-            trainer.interrupted = True
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weights, tmp_path) -> None:

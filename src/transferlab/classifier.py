@@ -16,9 +16,9 @@ from transferlab.data import Split, load_source, prepare
 from transferlab.data.cache import decode_split
 from transferlab.data.decode import IMAGE_EXTENSIONS
 from transferlab.data.transforms import Normalizer
+from transferlab.data.types import DEFAULT_TASK
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import probabilities, score
-from transferlab.fitting import Sources
 from transferlab.model import TransferModel, load_model, save_model
 
 if TYPE_CHECKING:
@@ -150,8 +150,8 @@ class TransferClassifier:
         model scores `domain`'s head (default: the one domain whose classes hold the source's).
         """
         self._check_fitted()
-        several = len(self.heads_) > 1 and not self.model_.domains
-        dataset = load_source(source, tasks=list(self.heads_) if several else None)
+        named = not self.model_.domains and list(self.heads_) != [DEFAULT_TASK]  # label columns named as tasks
+        dataset = load_source(source, tasks=list(self.heads_) if named else None)
         if self.model_.domains and domain is None:
             domain = _matching_domain(self.heads_, dataset.classes)
         heads, domain = self._heads(None, domain)

@@ -34,7 +34,8 @@ class FitConfig:
     Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
     "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
     `weighting` combines the heads' losses; `sharing` is `hard` (one backbone) or `soft` (a copy of the trained
-    stages per head, pulled together by `soft_l2` × their squared distance to the mean).
+    stages per head, pulled together by `soft_l2` × their squared distance to the mean). `domain_batchnorm`
+    gives each domain its own BatchNorm layers in the trained stages.
     """
 
     source: str | None = None
@@ -43,6 +44,7 @@ class FitConfig:
     weighting: str = "equal"
     sharing: str = "hard"
     soft_l2: float = 0.01
+    domain_batchnorm: bool = False
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     strategy: str = "auto"

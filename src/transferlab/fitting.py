@@ -147,15 +147,29 @@ def build_objective(config: FitConfig, model: TransferModel, weighting: str | No
     return Total([tasks, SoftSharing(model, config.soft_l2)]) if model.soft_from is not None else tasks
 
 
+def _check_heads(source: Sources, config: FitConfig) -> None:
+    """Settings that need several heads, refused before any data is read."""
+    domains = isinstance(source, Mapping)
+    if config.sharing == "soft" and not domains and len(config.task_list or []) < 2:
+        raise ConfigError("soft sharing needs several tasks or domains: each keeps its own copy of the backbone")
+    if config.domain_batchnorm and not domains:
+        raise ConfigError("domain_batchnorm needs several domains: give them as {name: source} or --domain")
+
+
 def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: FitConfig) -> TransferModel:
     heads = {name: len(classes) for name, classes in data.heads.items()}
     soft = config.sharing == "soft"
-    if soft and len(heads) < 2:
-        raise ConfigError("soft sharing needs several tasks or domains: each keeps its own copy of the backbone")
     flips = config.test_time_flip and PRESETS[config.augment].flip
     # Frozen stages are identical for every head, so they stay shared; each head copies the trained ones.
-    soft_from = strategy.frozen_of(backbone.num_stages) if soft else None
-    return TransferModel(backbone, heads, test_time_flip=flips, soft_from=soft_from, domains=data.domains)
+    trained_from = strategy.frozen_of(backbone.num_stages)
+    return TransferModel(
+        backbone,
+        heads,
+        test_time_flip=flips,
+        soft_from=trained_from if soft else None,
+        domains=data.domains,
+        domain_norms_from=trained_from if config.domain_batchnorm else None,
+    )
 
 
 def build_run(
@@ -165,11 +179,14 @@ def build_run(
     heads. Writes config.yaml (and advice.json) to `run_dir`."""
     run_dir = Path(run_dir)
     source, config = _source_and_config(source, config, run_dir, resume)
+    _check_heads(source, config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     datasets = _load(source, config)
     if isinstance(source, str | Path):
         config = config.updated(source=str(source))
+    elif isinstance(source, Mapping) and all(isinstance(each, str | Path) for each in source.values()):
+        config = config.updated(domains=[f"{name}={each}" for name, each in source.items()])  # for --resume
     scratch = config.strategy == "scratch"  # the structure only: no weights to load
     backbone = create_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
     size = max(image_size_for(dataset, backbone, config.image_size) for dataset in datasets.values())
@@ -227,6 +244,8 @@ def _describe(
         sharing = f"; {config.sharing} sharing, {config.weighting} weighting"
         if model.soft_from is not None:
             sharing += f", a copy of stages {model.soft_from}.. per head, soft_l2 {config.soft_l2:g}"
+        if model.domain_norms_from is not None:
+            sharing += f", BatchNorm per domain from stage {model.domain_norms_from}"
     echo(f"strategy: {strategy.name}: {strategy.describe(model)}{sharing}")
 
 
@@ -286,11 +305,12 @@ def evaluate_run(run: Run) -> dict[str, Any]:
         split = "test" if "test" in source.splits else "val"
         test = source.splits[split]
         probs = probabilities(model, test.images, normalizer, device=run.device, domain=name or None)
-        for head, head_probs in probs.items():
-            labels = test.labels.view(len(test.labels), -1)[:, list(source.heads).index(head) if not name else 0]
-            keep = torch.nonzero(labels >= 0).flatten()
+        labels = test.labels.view(len(test.labels), -1)  # a column per head that ran, in its order
+        for column, (head, head_probs) in enumerate(probs.items()):
+            keep = torch.nonzero(labels[:, column] >= 0).flatten()  # the images labelled for this head
             paths = [str(test.paths[i]) for i in keep] if test.paths else None
-            per_head[head] = score(head_probs[keep], labels[keep], data.heads[head], paths) | {"split": split}
+            head_scores = score(head_probs[keep], labels[keep, column], data.heads[head], paths)
+            per_head[head] = head_scores | {"split": split}
     if len(per_head) == 1:
         scores = next(iter(per_head.values()))
         plot_confusion(scores["confusion"], data.heads[model.head_names[0]], run.run_dir / "confusion.png")

@@ -16,6 +16,7 @@ from torch import nn
 from transferlab._atomic import write_json_atomic, write_tensors_atomic
 from transferlab.backbones import Backbone, Preprocessing, create_backbone
 from transferlab.data.types import DEFAULT_TASK
+from transferlab.domain_norm import DomainNorm, split_batchnorms
 from transferlab.errors import TransferlabError
 
 # 2: named heads (tasks or domains) and the sharing mode. Version-1 run dirs (one head) still load.
@@ -50,7 +51,8 @@ class TransferModel(nn.Module):
     Sharing: by default every head reads the one backbone (hard parameter sharing). With `soft_from=K`, stages
     K and above are copied for every head after the first (its tower), while stages below K stay shared; an
     objective term (SoftSharing) keeps the copies close. `domains`: the heads are domains, and a batch of one
-    domain runs that domain's head only.
+    domain runs that domain's head only; with `domain_norms_from=K`, every BatchNorm layer of stages K and
+    above is kept per domain (see domain_norm.py).
 
     `test_time_flip`: predictions average each image and its mirror image. Set for models trained with
     flip augmentation, which have learned that a mirrored image is the same class.
@@ -64,6 +66,7 @@ class TransferModel(nn.Module):
         test_time_flip: bool = False,
         soft_from: int | None = None,
         domains: bool = False,
+        domain_norms_from: int | None = None,
     ) -> None:
         super().__init__()
         heads = {DEFAULT_TASK: heads} if isinstance(heads, int) else dict(heads)
@@ -77,6 +80,14 @@ class TransferModel(nn.Module):
         self.soft_from = soft_from
         towers = list(heads)[1:] if soft_from is not None else []
         self.towers = nn.ModuleDict({name: copy.deepcopy(backbone.stages[soft_from:]) for name in towers})
+        if domain_norms_from is not None and not domains:
+            raise ValueError("domain-specific BatchNorm needs a head per domain")
+        self.domain_norms_from = domain_norms_from
+        self._domain_norms: list[DomainNorm] = []
+        if domain_norms_from is not None:
+            stages = range(domain_norms_from, backbone.num_stages)
+            copies = [stage for index in stages for stage in self.stage_copies(index)]
+            self._domain_norms = split_batchnorms(copies, list(heads))
 
     @property
     def head_names(self) -> list[str]:
@@ -109,17 +120,24 @@ class TransferModel(nn.Module):
     def forward_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """The primary head's logits."""
         primary = self.head_names[0]
+        self._activate(primary)
         return self.heads[primary](self._features(x, start, primary))
 
     def outputs_from(self, x: torch.Tensor, start: int, domain: str | None = None) -> Outputs:
         """Every head's logits (a domain's batch: that domain's head only) and the pooled features."""
         names = [domain] if domain is not None else self.head_names
+        self._activate(names[0])
         if self.soft_from is None:
             features = self._features(x, start, names[0])
             return Outputs({name: self.heads[name](features) for name in names}, features)
         shared = self._shared(x, start)  # once for every tower
         pooled = {name: self._tower_features(shared, max(start, self.soft_from), name) for name in names}
         return Outputs({name: self.heads[name](pooled[name]) for name in names}, pooled[names[0]])
+
+    def _activate(self, domain: str) -> None:
+        """Point every domain-specific BatchNorm at `domain`'s copy (a model without them: nothing to do)."""
+        for norm in self._domain_norms:
+            norm.active = domain
 
     def _features(self, x: torch.Tensor, start: int, head: str) -> torch.Tensor:
         """Pooled features that `head` reads."""
@@ -154,6 +172,7 @@ class TransferModel(nn.Module):
             "heads": {name: self.num_classes_of(name) for name in self.head_names},
             "sharing": {"mode": "hard" if self.soft_from is None else "soft", "soft_from": self.soft_from},
             "domains": self.domains,
+            "domain_norms_from": self.domain_norms_from,
             "head": {"type": "dropout-linear", "dropout": self.dropout},
             "test_time_flip": self.test_time_flip,
             "preprocessing": {
@@ -206,6 +225,7 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
         test_time_flip=meta.get("test_time_flip", False),
         soft_from=sharing.get("soft_from"),
         domains=meta.get("domains", False),
+        domain_norms_from=meta.get("domain_norms_from"),
     )
     state = load_file(weights)
     if meta["format_version"] == 1:  # its one head was `head`

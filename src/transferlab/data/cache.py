@@ -60,7 +60,7 @@ class PreparedData:
 
     def task_view(self, task: str) -> PreparedData:
         """One task of a multi-task set as a single-task set: its labels [N], images that lack one left out."""
-        if self.tasks is None:
+        if self.tasks is None or len(self.tasks) == 1:  # one task: its labels are [N] already
             return self
         column = list(self.tasks).index(task)
         splits = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ def _read_tasks(source: Source, tasks: list[str]) -> Dataset:
         if len(names) < 2:
             only = f"only one class ('{names[0]}')" if names else "no labels at all"
             raise DataError(f"task '{task}' of {path} has {only}: a task needs at least 2 classes")
+    if len(tasks) == 1:  # one task: an image without its label has nothing to teach, so it is left out
+        splits = {name: split.subset(np.flatnonzero(split.labels[:, 0] >= 0)) for name, split in splits.items()}
+        splits = {name: replace(split, labels=split.labels[:, 0]) for name, split in splits.items() if len(split)}
     return Dataset(path.stem, classes[tasks[0]], splits, tasks=classes)
 
 
