@@ -283,3 +283,21 @@ def test_a_multi_domain_fit_predicts_per_domain(digits, tiny_weights, tmp_path, 
     assert scores["count"] == len(labels) - 150
     with pytest.raises(DataError):
         fit({"a": "/no/such/folder", "b": "digits"}, _config(tiny_weights), tmp_path / "bad", quiet=True)
+
+
+def test_an_interrupted_multi_domain_run_resumes_from_its_config_alone(digits, tiny_weights, tmp_path) -> None:
+    images = digits[0]
+    for i, image in enumerate(images[:60]):  # a second domain as an image folder: turned digits, two classes
+        folder = tmp_path / "turned" / ("left" if i % 2 else "right")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.rot90(image).copy()).save(folder / f"{i}.png")
+    sources = {"digits": "digits", "turned": str(tmp_path / "turned")}
+    config = _config(tiny_weights, strategy="partial:2", per_class=20)
+    whole = fit(sources, config, tmp_path / "whole", quiet=True)
+    run = build_run(sources, config, tmp_path / "parted", echo=lambda _: None)
+    with pytest.raises(Interrupted):
+        train_run(run, quiet=True, callbacks=[InterruptAt(len(run.train) + 2)])
+    resumed = fit(None, FitConfig(), tmp_path / "parted", resume=True, quiet=True)  # domains from config.yaml
+    assert FitConfig.load(tmp_path / "parted" / "config.yaml").domain_sources == sources
+    assert [row["val_loss"] for row in resumed.state.history] == [row["val_loss"] for row in whole.state.history]
+    assert resumed.scores["tasks"]["turned"]["accuracy"] == whole.scores["tasks"]["turned"]["accuracy"]
