@@ -38,20 +38,22 @@ def recalibrate_batchnorm(model: TransferModel, batches: Batches, frozen: int, m
     model.eval()
     for norm in norms:
         norm.train()
-    for index, batch in enumerate(_clean(batches).batches(seed=0, epoch=0)):
-        if index >= max_batches:
-            break
-        model.outputs_from(batch.x, batch.start, batch.domain)
+    for domain, clean in _clean_streams(batches):
+        for index, batch in enumerate(clean.batches(seed=0, epoch=0)):
+            if index >= max_batches:
+                break
+            model.outputs_from(batch.x, batch.start, domain)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.eval()
 
 
-def _clean(batches: Batches) -> Batches:
-    """The training batches, unaugmented (read in one fixed order)."""
+def _clean_streams(batches: Batches) -> list[tuple[str | None, ImageBatches | CachedBatches]]:
+    """The training batches, unaugmented, read in one fixed order: each domain's on their own, so that every
+    domain's statistics (and domain-specific layers) see as many batches as a single source would."""
     if isinstance(batches, DomainBatches):
-        return replace(batches, domains={name: _clean_one(each) for name, each in batches.domains.items()})
-    return _clean_one(batches)
+        return [(name, _clean_one(each)) for name, each in batches.domains.items()]
+    return [(None, _clean_one(batches))]
 
 
 def _clean_one(batches: ImageBatches | CachedBatches) -> ImageBatches | CachedBatches:
