@@ -134,18 +134,18 @@ def domains_table(args: argparse.Namespace, base: FitConfig, out: Path) -> None:
     rows.append(run_row("one network, BN per domain", sources, base.updated(domain_batchnorm=True), out))
     separate = {name: row["accuracy"][next(iter(row["accuracy"]))] for name, row in zip(folders, rows, strict=False)}
     print(f"\nmulti-domain: {', '.join(folders)}; {base.strategy}, {base.image_size} px, seed {args.seed}")
-    print(f"{'row':<22} {' '.join(f'{n:>8}' for n in folders)} {'mean':>7} {'seconds':>8} {'backbones':>9}")
+    print(f"{'row':<28} {' '.join(f'{n:>8}' for n in folders)} {'mean':>7} {'seconds':>8} {'backbones':>9}")
     mean_alone = sum(separate.values()) / len(separate)
     seconds_alone = sum(row["seconds"] for row in rows[: len(folders)])
     print(
-        f"{'separate models':<22} {' '.join(f'{100 * a:>8.1f}' for a in separate.values())} "
+        f"{'separate models':<28} {' '.join(f'{100 * a:>8.1f}' for a in separate.values())} "
         f"{100 * mean_alone:>7.1f} {seconds_alone:>8.0f} {len(folders):>9}"
     )
     for row in rows[len(folders) :]:
         accs = [row["accuracy"][name] for name in folders]
         mean = sum(accs) / len(accs)
         print(
-            f"{row['row']:<22} {' '.join(f'{100 * a:>8.1f}' for a in accs)} {100 * mean:>7.1f} "
+            f"{row['row']:<28} {' '.join(f'{100 * a:>8.1f}' for a in accs)} {100 * mean:>7.1f} "
             f"{row['seconds']:>8.0f} {1:>9}"
         )
 

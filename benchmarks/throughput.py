@@ -85,10 +85,10 @@ def transferlab_loop(images: torch.Tensor, labels: torch.Tensor, batch: int, ste
     trainer = Trainer(model, parse_strategy("full"), config, train, train, run_dir=".", callbacks=[])
     trainer.strategy.set_train_mode(model)
     batches = train.batches(seed=0, epoch=0)
-    for step, batch in enumerate(batches):
+    for step, drawn in enumerate(batches):
         if step == 2:
             start = time.perf_counter()
-        trainer._step(batch)
+        trainer._step(drawn)
     return steps * batch / (time.perf_counter() - start)
 
 
