@@ -136,3 +136,11 @@ def test_compare_fits_each_strategy_on_the_same_budget(tiny_weights, tmp_path, c
     assert rows[0]["trainable_parameters"] < rows[1]["trainable_parameters"]
     assert all(r["epochs"] == 2 and r["evaluated_on"] == "test" for r in rows)
     assert "head" in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch() -> None:
+    """`transferlab --help` parses before anything heavy loads: torch alone takes seconds to import."""
+    code = "import sys; from transferlab.cli import main\ntry:\n main(['--help'])\nexcept SystemExit:\n pass\n"
+    code += "print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("False")
