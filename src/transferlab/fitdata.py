@@ -40,8 +40,11 @@ class FitData:
         return min(self.heads, key=lambda head: int(self.train_counts(head).min()))
 
     def train_counts(self, head: str) -> torch.Tensor:
-        labels = self.view(head).splits["train"].labels
-        return torch.bincount(labels, minlength=len(self.heads[head]))
+        """Training images per class of `head`, read from the labels alone (a view would copy the images)."""
+        source = self.sources[head if self.domains else ""]
+        labels = source.splits["train"].labels
+        labels = labels.view(len(labels), -1)[:, 0 if self.domains else list(source.heads).index(head)]
+        return torch.bincount(labels[labels >= 0], minlength=len(self.heads[head]))
 
     @property
     def train_images(self) -> int:
