@@ -1,4 +1,5 @@
-"""Data sets known by name: scikit-learn's digits, Fashion-MNIST, and a small shipped Fashion-MNIST sample."""
+"""Data sets known by name: scikit-learn's digits, Fashion-MNIST, a small shipped Fashion-MNIST sample, and
+"-m" versions of each blended with colour photographs (see blended.py), a shifted domain for adaptation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.data.blended import blended_dataset
 from transferlab.data.splitting import carve
 from transferlab.data.types import Dataset, Split
 from transferlab.errors import DataError
@@ -146,6 +148,18 @@ def _digits() -> Dataset:
     return Dataset("digits", [str(d) for d in range(10)], {"train": train, "test": test})
 
 
+def _fashion_mnist_m() -> Dataset:
+    return blended_dataset(_fashion_mnist(), "fashion-mnist-m")
+
+
+def _fashion_mnist_sample_m() -> Dataset:
+    return blended_dataset(_fashion_mnist_sample(), "fashion-mnist-sample-m")
+
+
+def _digits_m() -> Dataset:
+    return blended_dataset(_digits(), "digits-m")
+
+
 _REGISTRY: dict[str, tuple[str, Callable[[], Dataset]]] = {
     "digits": ("scikit-learn's 8×8 handwritten digits: 1,797 grey images, 10 classes", _digits),
     "fashion-mnist": (
@@ -155,6 +169,18 @@ _REGISTRY: dict[str, tuple[str, Callable[[], Dataset]]] = {
     "fashion-mnist-sample": (
         "3,000 Fashion-MNIST images shipped with transferlab: 200 train + 100 test per class",
         _fashion_mnist_sample,
+    ),
+    "digits-m": (
+        "digits blended with crops of colour photos, MNIST-M style: same labels and splits, shifted pixels",
+        _digits_m,
+    ),
+    "fashion-mnist-m": (
+        "fashion-mnist blended with crops of colour photos, MNIST-M style: same labels and splits, shifted pixels",
+        _fashion_mnist_m,
+    ),
+    "fashion-mnist-sample-m": (
+        "fashion-mnist-sample blended with crops of colour photos, MNIST-M style: for tests and examples",
+        _fashion_mnist_sample_m,
     ),
 }
 BUILTINS: dict[str, str] = {name: description for name, (description, _) in _REGISTRY.items()}
