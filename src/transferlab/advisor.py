@@ -13,18 +13,25 @@ the pretrained weights and one with a random initialisation of the same architec
 - the probe accuracy of the final features against the same network randomly initialised: what the
   pretrained features are worth on this task;
 - LogME of the final features, and how confidently the source classifier recognises the target images.
+
+Given an unlabelled target domain as well, the advice adds how far it lies from the source on the same
+pretrained features, and the adaptation method `adapt --method auto` would pick for it: both answers come
+before any training, from the same cheap pass.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from transferlab.adaptation.methods import choose_method, measure_shift
+from transferlab.adaptation.shift import describe_shift
+from transferlab.adaptation.target import sample_target
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import resolve_device
 from transferlab.data import PreparedData, load_source
@@ -97,13 +104,19 @@ class Advice:
     augment: str
     evidence: Evidence
     explanation: str
+    # Given a target domain: the shift measured to it and the method chosen (keys as `fit` writes them to
+    # advice.json: domain_accuracy, proxy_a_distance, images_per_domain, method, why).
+    adaptation: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         evidence = asdict(self.evidence) | {
             "transfer_gain": self.evidence.transfer_gain,
             "top_drop": self.evidence.top_drop,
         }
-        return {k: v for k, v in asdict(self).items() if k != "evidence"} | {"evidence": evidence}
+        plain = {k: v for k, v in asdict(self).items() if k not in ("evidence", "adaptation")}
+        # Without a target the key is left out: fit's advice.json then reads as it did before.
+        adaptation = {} if self.adaptation is None else {"adaptation": self.adaptation}
+        return plain | {"evidence": evidence} | adaptation
 
 
 def _subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -255,9 +268,36 @@ def advise_source(
     per_class: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    target: Source | None = None,
 ) -> Advice:
-    """`transferlab advise`: load and decode `source` as `fit` would, then measure and decide."""
+    """`transferlab advise`: load and decode `source` as `fit` would, then measure and decide; with an
+    unlabelled `target` domain, also measure the shift to it and choose the adaptation method."""
     dataset = load_source(source, per_class=per_class, seed=seed)
     backbone = create_backbone(backbone_name, weights=weights)
-    data = prepare_for(dataset, backbone, image_size_for(dataset, backbone, image_size))
-    return advise(backbone, data, seed, resolve_device(device))
+    size = image_size_for(dataset, backbone, image_size)
+    data = prepare_for(dataset, backbone, size)
+    device = resolve_device(device)
+    advice = advise(backbone, data, seed, device)
+    if target is None:
+        return advice
+    target_data = sample_target(target, data.classes, size, backbone.preprocessing.interpolation, seed)
+    return _with_adaptation(advice, backbone, data, target_data, seed, device)
+
+
+def _with_adaptation(
+    advice: Advice, pretrained: Backbone, source: PreparedData, target: PreparedData, seed: int, device: str
+) -> Advice:
+    """`advice` plus the domain shift from `source` to `target` on the `pretrained` features, and the method
+    that `adapt --method auto` would choose from it (the same measurement and rule)."""
+    shift = measure_shift(pretrained, source, target, seed, device)
+    method, why = choose_method(shift)
+    lines = [
+        f"domain shift, on {len(shift.source_rows)} source and {len(target.splits['train'].labels)} target training "
+        f"images: {describe_shift(shift.classifier)}",
+        f"adaptation method: {method} ({why})",
+    ]
+    return replace(
+        advice,
+        adaptation=shift.to_json() | {"method": method, "why": why},
+        explanation="\n".join([advice.explanation, *lines]),
+    )

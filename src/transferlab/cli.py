@@ -22,11 +22,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per FitConfig field (`--batch-size` ↔ `batch_size`), plus `--config FILE`."""
+# The settings only multi-task and multi-domain fits read, and those only domain adaptation reads.
+HEADS_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm"}
+ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting"}
+ADAPT_FLAGS = {"adaptation": "--method", "source_weighting": "--weighting"}  # as `adapt` names them
+
+
+def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None:
+    """One flag per FitConfig field (`--batch-size` ↔ `batch_size`), plus `--config FILE`: `fit`'s, or
+    `adapt`'s (its own settings, without the several-heads ones)."""
     parser.add_argument("--config", type=Path, help="YAML file of settings; flags override it")
     for field in fields(FitConfig):
-        if field.name == "source":
+        if field.name == "source" or field.name in (HEADS_FIELDS if adapt else ADAPT_FIELDS):
+            continue
+        if adapt and field.name in ADAPT_FLAGS:
+            parser.add_argument(
+                ADAPT_FLAGS[field.name], dest=field.name, default=None, help=f"default: {field.default}"
+            )
             continue
         if field.name == "domains":
             parser.add_argument(
@@ -47,7 +59,7 @@ def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
 
 def _fit_config(args: argparse.Namespace) -> FitConfig:
     base = FitConfig.load(args.config) if args.config else FitConfig()
-    given = {f.name: getattr(args, f.name) for f in fields(FitConfig) if f.name != "source"}
+    given = {f.name: getattr(args, f.name, None) for f in fields(FitConfig) if f.name != "source"}
     return base.updated(**given)
 
 
@@ -89,6 +101,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
         name = args.source or "-".join(config.domain_sources)
         result = fit(args.source, config, args.out or _new_run_dir(name))
+    print(f"run dir: {result.run_dir}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from transferlab.fitting import fit
+
+    if args.resume:
+        result = fit(None, FitConfig(), args.resume, resume=True)
+    else:
+        if args.source is None or args.target is None:
+            raise TransferlabError("adapt needs a labelled SOURCE and --target TARGET, or --resume RUN_DIR")
+        out = args.out or _new_run_dir(f"{Path(str(args.source)).name}-to-{Path(str(args.target)).name}")
+        result = fit(args.source, _fit_config(args), out)
     print(f"run dir: {result.run_dir}")
     return 0
 
@@ -160,8 +186,26 @@ def cmd_advise(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         per_class=args.per_class,
         seed=args.seed,
+        target=args.target,
     )
     print(json.dumps(advice.to_json(), indent=2) if args.json else advice.explanation)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from transferlab.adaptation.selection import format_selection, parse_keep, select_source
+
+    selection = select_source(
+        args.source,
+        args.target,
+        parse_keep(args.keep),
+        args.out,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    print(f"{format_selection(selection)}\nwritten: {selection.manifest}")
     return 0
 
 
@@ -184,6 +228,14 @@ def _add_transferability_flags(parser: argparse.ArgumentParser) -> None:
         "--no-pretrained", dest="pretrained", action="store_false", help="random weights (run dirs keep theirs)"
     )
     parser.add_argument("--json", action="store_true")
+
+
+def _add_pretrained_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `advise` and `select` share: whose pretrained features, at which size, with which seed."""
+    parser.add_argument("--backbone", default=FitConfig.backbone, help="registered name or run dir")
+    parser.add_argument("--weights", help="a local weights file (.safetensors or .pth)")
+    parser.add_argument("--image-size", type=int, help="default: the size fit would pick")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -220,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_flags(p)
     p.set_defaults(run=cmd_fit)
 
+    p = sub.add_parser(
+        "adapt", help="fit to a labelled source while adapting to an unlabelled target (domain adaptation)"
+    )
+    p.add_argument("source", nargs="?", help="labelled image folder, CSV manifest, or built-in name")
+    p.add_argument("--out", type=Path, help="run dir (default: runs/<time>-<source>-to-<target>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    _add_fit_flags(p, adapt=True)
+    p.set_defaults(run=cmd_adapt)
+
     p = sub.add_parser("evaluate", help="score a fitted model on labelled data")
     p.add_argument("run_dir", type=Path)
     p.add_argument("source")
@@ -249,13 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("advise", help="measure size and similarity, choose the strategy, and explain why")
     p.add_argument("source", help="image folder, CSV manifest, or built-in name")
-    p.add_argument("--backbone", default=FitConfig.backbone, help="registered name or run dir")
-    p.add_argument("--weights", help="a local weights file (.safetensors or .pth)")
-    p.add_argument("--image-size", type=int, help="default: the size fit would pick")
+    _add_pretrained_flags(p)
     p.add_argument("--per-class", type=int, help="use this many train+val images per class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="keys: situation, strategy, freeze_stages, evidence")
+    p.add_argument("--target", help="an unlabelled target domain: also measure the shift to it and choose a method")
+    p.add_argument(
+        "--json", action="store_true", help="keys: situation, strategy, freeze_stages, evidence (adaptation)"
+    )
     p.set_defaults(run=cmd_advise)
+
+    p = sub.add_parser("select", help="keep the source images most like a target domain, as a CSV manifest")
+    p.add_argument("source", help="labelled image folder, CSV manifest, or built-in name")
+    p.add_argument("--target", required=True, help="the target domain's images (their labels are never read)")
+    p.add_argument("--keep", required=True, help="how many to keep: a count (300) or a fraction (0.3)")
+    p.add_argument("--out", type=Path, required=True, help="the manifest to write (.csv)")
+    _add_pretrained_flags(p)
+    p.set_defaults(run=cmd_select)
 
     p = sub.add_parser("compare", help="fit several strategies on the same data and budget, side by side")
     p.add_argument("source", help="image folder, CSV manifest, or built-in name")

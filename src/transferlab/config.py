@@ -18,6 +18,8 @@ SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
 WEIGHTINGS = ("equal", "uncertainty")  # how the tasks' losses combine (see train/objectives.py)
 SHARINGS = ("hard", "soft")
+ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann", "mcc")  # see adaptation/methods.py
+SOURCE_WEIGHTINGS = ("none", "importance", "classes")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class FitConfig:
     `weighting` combines the heads' losses; `sharing` is `hard` (one backbone) or `soft` (a copy of the trained
     stages per head, pulled together by `soft_l2` × their squared distance to the mean). `domain_batchnorm`
     gives each domain its own BatchNorm layers in the trained stages.
+
+    Domain adaptation: `target` is a source whose images (never its labels) are learned alongside, by the
+    `adaptation` method, whose transfer loss is weighted by `transfer_weight` and aligns the output of a
+    trained `bottleneck` layer of that width (0: none). `source_weighting` weighs the source images by how
+    target-like they are (`importance`) or their classes by how much the target predicts them (`classes`,
+    for a target with only some of the source's classes).
     """
 
     source: str | None = None
@@ -45,6 +53,11 @@ class FitConfig:
     sharing: str = "hard"
     soft_l2: float = 0.001  # the best of 0.001, 0.01 and 0.1 on benchmarks/multitask.py (one seed)
     domain_batchnorm: bool = False
+    target: str | None = None
+    adaptation: str = "auto"
+    transfer_weight: float = 1.0
+    bottleneck: int | None = None
+    source_weighting: str = "none"
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     strategy: str = "auto"
@@ -77,6 +90,7 @@ class FitConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
         self._check_heads()
+        self._check_adaptation()
         for name in ("epochs", "batch_size", "image_size", "per_class", "step_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -105,6 +119,16 @@ class FitConfig:
         if self.tasks and self.domains:
             raise ConfigError("give tasks (label columns of one source) or domains (several sources), not both")
         _ = self.domain_sources  # parsed now, so that a bad --domain fails before any work
+
+    def _check_adaptation(self) -> None:
+        self._check_choice("adaptation", ADAPTATIONS)
+        self._check_choice("source_weighting", SOURCE_WEIGHTINGS)
+        if self.transfer_weight < 0:
+            raise ConfigError(f"transfer_weight must be 0 or more, got {self.transfer_weight}")
+        if self.bottleneck is not None and self.bottleneck < 0:
+            raise ConfigError(f"bottleneck must be 0 (none) or more, got {self.bottleneck}")
+        if self.target is not None and (self.tasks or self.domains):
+            raise ConfigError("domain adaptation takes one task of one source: drop tasks or domains")
 
     @property
     def task_list(self) -> list[str] | None:

@@ -7,6 +7,7 @@ model scored and summarised). `fit` is the three in a row, for one task, several
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,9 +17,19 @@ import torch
 from safetensors.torch import load_file
 
 from transferlab._atomic import write_json_atomic
+from transferlab.adaptation.methods import (
+    adapt_batchnorm,
+    build_adaptation,
+    describe_adaptation,
+    reads_target,
+    resolve_adaptation,
+    source_image_weights,
+)
+from transferlab.adaptation.monitor import DomainGap
+from transferlab.adaptation.target import has_labelled_test, load_target, prepare_target
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import FitConfig, resolve_device
-from transferlab.data import Dataset, load_source
+from transferlab.data import Dataset, DecodedSplit, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.defaults import image_size_for, prepare_for, resolve
@@ -38,7 +49,7 @@ from transferlab.train.callbacks import (
     TimeBudget,
     interruptible,
 )
-from transferlab.train.inputs import make_fit_batches
+from transferlab.train.inputs import make_fit_batches, make_paired_batches
 from transferlab.train.loop import Callback, Trainer
 from transferlab.train.objectives import CrossEntropy, MultiTask, Objective, SoftSharing, Total
 from transferlab.train.state import TrainState
@@ -81,16 +92,19 @@ class Run:
     input_note: str
     device: str
     echo: Echo
+    target: PreparedData | None = None  # domain adaptation's target: train and val unlabelled
+    target_val: Batches | None = None  # its held-out images, to measure the domains' distance each epoch
 
     @property
     def heads(self) -> dict[str, list[str]]:
         return self.data.heads
 
 
-def _source_and_config(
-    source: Sources | None, config: FitConfig, run_dir: Path, resume: bool
-) -> tuple[Sources, FitConfig]:
-    """A resumed run takes its settings (and, unless given, its source) from its own config.yaml."""
+def _inputs(
+    source: Sources | None, target: Source | None, config: FitConfig, run_dir: Path, resume: bool
+) -> tuple[Sources, Source | None, FitConfig]:
+    """(source, target, config): a resumed run takes its settings (and, unless given, its source and target)
+    from its own config.yaml; sources given by name or path are recorded in the config, for --resume."""
     if resume:
         config = FitConfig.load(run_dir / "config.yaml")
         source = source if source is not None else (config.domain_sources or config.source)
@@ -99,7 +113,13 @@ def _source_and_config(
     if source is None:
         hint = " (this run was fitted on in-memory arrays: pass them again to resume)" if resume else ""
         raise TransferlabError(f"a data source is needed{hint}")
-    return source, config
+    if isinstance(source, str | Path):
+        config = config.updated(source=str(source))
+    elif isinstance(source, Mapping) and all(isinstance(each, str | Path) for each in source.values()):
+        config = config.updated(domains=[f"{name}={each}" for name, each in source.items()])
+    if isinstance(target, str | Path):
+        config = config.updated(target=str(target))
+    return source, target if target is not None else config.target, config
 
 
 def _load(sources: Sources, config: FitConfig) -> dict[str, Dataset]:
@@ -169,24 +189,28 @@ def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: 
         soft_from=trained_from if soft else None,
         domains=data.domains,
         domain_norms_from=trained_from if config.domain_batchnorm else None,
+        bottleneck=config.bottleneck or None,
     )
 
 
 def build_run(
-    source: Sources | None, config: FitConfig, run_dir: Path, *, resume: bool = False, echo: Echo = print
+    source: Sources | None,
+    config: FitConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    echo: Echo = print,
+    target: Source | None = None,
 ) -> Run:
     """Load and decode the data, choose the strategy, build the model, objective and batches; warm-start the
-    heads. Writes config.yaml (and advice.json) to `run_dir`."""
+    heads. Writes config.yaml (and advice.json) to `run_dir`. `target`: domain adaptation's unlabelled target
+    (in memory, say; a path or built-in name may be given as `config.target` instead)."""
     run_dir = Path(run_dir)
-    source, config = _source_and_config(source, config, run_dir, resume)
+    source, target_source, config = _inputs(source, target, config, run_dir, resume)
     _check_heads(source, config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     datasets = _load(source, config)
-    if isinstance(source, str | Path):
-        config = config.updated(source=str(source))
-    elif isinstance(source, Mapping) and all(isinstance(each, str | Path) for each in source.values()):
-        config = config.updated(domains=[f"{name}={each}" for name, each in source.items()])  # for --resume
     scratch = config.strategy == "scratch"  # the structure only: no weights to load
     backbone = create_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
     size = max(image_size_for(dataset, backbone, config.image_size) for dataset in datasets.values())
@@ -198,26 +222,71 @@ def build_run(
         backbone = create_backbone(config.backbone, pretrained=False)
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
+    config, target_data, image_weights = _adaptation(target_source, config, backbone, data, run_dir, device, echo)
     assert config.backbone_lr_ratio is not None, "resolve() sets the ratio"
     strategy = replace(strategy, backbone_lr_ratio=config.backbone_lr_ratio)  # a configured ratio wins
     model = _build_model(backbone, data, strategy, config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     strategy.check(model)
+    objective = (
+        build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         config.save(run_dir / "config.yaml")
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     _describe(data, datasets, backbone, strategy, model, config, echo)
+    if target_data is not None:
+        echo(describe_adaptation(config, target_data))
     if strategy.warm_start and strategy.trains_backbone(model) and not resume:
         # The heads' own weighting would be learned here and thrown away: the warm start weighs them equally.
         warm_objective = build_objective(config, model, weighting="equal")
         accuracy = warm_start_head(model, config, data, device, run_dir, warm_objective)
         echo(f"head warm start on frozen features: validation accuracy {accuracy:.4f}")
-    train, val, note = make_fit_batches(model, strategy, config, data, device)
+    target_val = None
+    if target_data is None:
+        train, val, note = make_fit_batches(model, strategy, config, data, device)
+    else:
+        side_by_side = reads_target(config)
+        paired = make_paired_batches(model, strategy, config, data.sources[""], target_data, device, side_by_side)
+        train, val, target_val, note = paired
     echo(f"input: {note}")
-    objective = build_objective(config, model).to(device)
-    return Run(run_dir, config, data, model, strategy, objective, train, val, note, device, echo)
+    objective = objective.to(device)
+    return Run(
+        run_dir, config, data, model, strategy, objective, train, val, note, device, echo, target_data, target_val
+    )
+
+
+def _adaptation(
+    target_source: Source | None,
+    config: FitConfig,
+    backbone: Backbone,
+    data: FitData,
+    run_dir: Path,
+    device: str,
+    echo: Echo,
+) -> tuple[FitConfig, PreparedData | None, torch.Tensor | None]:
+    """Domain adaptation's target, decoded like the source; the method chosen (and why, into advice.json);
+    the source images' importance weights, if asked for. Without a target: nothing to do."""
+    if target_source is None:
+        return config, None, None
+    if data.domains:
+        raise ConfigError("domain adaptation takes one source, not several domains")
+    source = data.sources[""]
+    dataset = load_target(target_source, source.classes, seed=config.seed, val_fraction=config.val_fraction)
+    assert config.image_size is not None, "the image size is chosen before"
+    target = prepare_target(dataset, config.image_size, backbone.preprocessing.interpolation)
+    config, measured = resolve_adaptation(config, backbone, source, target, device, echo)
+    if measured:
+        advice = run_dir / "advice.json"
+        known = json.loads(advice.read_text()) if advice.is_file() else {}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(advice, known | {"adaptation": measured})
+    weights = None
+    if config.source_weighting == "importance":
+        weights = source_image_weights(config, backbone, source, target, device, echo)
+    return config, target, weights
 
 
 def _describe(
@@ -258,6 +327,8 @@ def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
         EarlyStopping(config.patience),
         ResumableCheckpoint(),
     ]
+    if run.target_val is not None:
+        callbacks.insert(0, DomainGap(run.val, run.target_val))  # first: the others read what it measures
     if config.time_limit:
         callbacks.append(TimeBudget(config.time_limit))
     if not quiet:
@@ -291,29 +362,35 @@ def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks:
     return state
 
 
+def _score_split(run: Run, test: DecodedSplit, domain: str | None) -> dict[str, dict[str, Any]]:
+    """{head: scores} of the run's model on `test`, each head on the images labelled for it."""
+    normalizer = Normalizer(run.model.backbone.preprocessing, run.config.channels_last)
+    probs = probabilities(run.model, test.images, normalizer, device=run.device, domain=domain)
+    labels = test.labels.view(len(test.labels), -1)  # a column per head that ran, in its order
+    scores = {}
+    for column, (head, head_probs) in enumerate(probs.items()):
+        keep = torch.nonzero(labels[:, column] >= 0).flatten()
+        paths = [str(test.paths[i]) for i in keep] if test.paths else None
+        scores[head] = score(head_probs[keep], labels[keep, column], run.heads[head], paths)
+    return scores
+
+
 def evaluate_run(run: Run) -> dict[str, Any]:
     """Scores of the run's model on the test split (validation when the source has none), saved as eval.json.
 
     One head: `score`'s keys. Several: `{"tasks": {head: scores}}` (each head on the images labelled for it),
-    with `accuracy` and `macro_f1` their means over heads.
+    with `accuracy` and `macro_f1` their means over heads. Domain adaptation: the target's test split's scores
+    when it has labels, with the source's under `source`; else the source's, with `target` null.
     """
-    model, data = run.model, run.data
-    normalizer = Normalizer(model.backbone.preprocessing, run.config.channels_last)
     per_head: dict[str, dict[str, Any]] = {}
     split = ""
-    for name, source in data.sources.items():
+    for name, source in run.data.sources.items():
         split = "test" if "test" in source.splits else "val"
-        test = source.splits[split]
-        probs = probabilities(model, test.images, normalizer, device=run.device, domain=name or None)
-        labels = test.labels.view(len(test.labels), -1)  # a column per head that ran, in its order
-        for column, (head, head_probs) in enumerate(probs.items()):
-            keep = torch.nonzero(labels[:, column] >= 0).flatten()  # the images labelled for this head
-            paths = [str(test.paths[i]) for i in keep] if test.paths else None
-            head_scores = score(head_probs[keep], labels[keep, column], data.heads[head], paths)
-            per_head[head] = head_scores | {"split": split}
+        scored = _score_split(run, source.splits[split], name or None)
+        per_head |= {head: each | {"split": split} for head, each in scored.items()}
     if len(per_head) == 1:
         scores = next(iter(per_head.values()))
-        plot_confusion(scores["confusion"], data.heads[model.head_names[0]], run.run_dir / "confusion.png")
+        plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], run.run_dir / "confusion.png")
     else:
         scores = {
             "accuracy": sum(s["accuracy"] for s in per_head.values()) / len(per_head),
@@ -322,20 +399,41 @@ def evaluate_run(run: Run) -> dict[str, Any]:
             "tasks": per_head,
         }
         for head, head_scores in per_head.items():
-            plot_confusion(head_scores["confusion"], data.heads[head], run.run_dir / f"confusion-{head}.png")
+            plot_confusion(head_scores["confusion"], run.heads[head], run.run_dir / f"confusion-{head}.png")
+    if run.target is not None:
+        scores = _with_target(run, scores)
     write_json_atomic(run.run_dir / "eval.json", scores)
     return scores
+
+
+def _with_target(run: Run, source_scores: dict[str, Any]) -> dict[str, Any]:
+    """The target's test scores, the source's beside them; the source's alone when the target has no labels."""
+    assert run.target is not None
+    if not has_labelled_test(run.target):
+        return source_scores | {"target": None}
+    (scores,) = _score_split(run, run.target.splits["test"], None).values()
+    plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], run.run_dir / "confusion.png")
+    return scores | {"split": "target test", "source": source_scores}
 
 
 def finish_run(run: Run, state: TrainState) -> FitResult:
     """Load the kept model, plot the curves, score it, and write summary.json."""
     run.model.load_state_dict(load_file(run.run_dir / WEIGHTS_FILE))
+    if run.target is not None and run.config.adaptation == "adabn":
+        adapt_batchnorm(run.model, run.target, run.config, run.device)
+        save_model(run.model, run.run_dir, model_extra(run))
+        run.echo("adabn: every BatchNorm layer's statistics re-estimated on the target's training images")
     plot_curves(state.history, run.run_dir / "curves.png")
     scores = evaluate_run(run)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
     mean = " (mean over heads)" if "tasks" in scores else ""
+    if "source" in scores:
+        source = scores["source"]
+        run.echo(f"source {source['split']}: accuracy {source['accuracy']:.4f}, macro-F1 {source['macro_f1']:.4f}")
     run.echo(f"{scores['split']}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{mean}")
+    if scores.get("target", "") is None:
+        run.echo("target accuracy unknown: the target has no labelled test split")
     summary = {
         "strategy": run.strategy.name,
         "stop_reason": state.stop_reason,
@@ -352,14 +450,21 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
 
 
 def fit(
-    source: Sources | None, config: FitConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False
+    source: Sources | None,
+    config: FitConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    target: Source | None = None,
 ) -> FitResult:
     """Fit `config.backbone` to `source` with `config.strategy`; everything lands in `run_dir`.
 
     `source` is one data source (its `config.tasks` label columns, or its one label), or {domain: source}
-    for multi-domain learning (also given as `config.domains`).
+    for multi-domain learning (also given as `config.domains`). `target` (or `config.target`): adapt to this
+    unlabelled domain with `config.adaptation` (domain adaptation; see adaptation/).
     """
     echo: Echo = (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
-    run = build_run(source, config, Path(run_dir), resume=resume, echo=echo)
+    run = build_run(source, config, Path(run_dir), resume=resume, echo=echo, target=target)
     state = train_run(run, resume=resume, quiet=quiet)
     return finish_run(run, state)

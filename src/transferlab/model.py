@@ -28,7 +28,8 @@ META_FILE = "model.json"
 @dataclass
 class Outputs:
     """What one forward pass gives an objective: the logits of each head it ran, in the model's head order,
-    and the pooled features (of the first head's tower, under soft sharing)."""
+    and the features the heads read: pooled (of the first head's tower, under soft sharing), then through the
+    bottleneck if there is one."""
 
     logits: dict[str, torch.Tensor]
     features: torch.Tensor
@@ -38,8 +39,15 @@ def _head(features: int, classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(features, classes))
 
 
+def _neck(features: int, bottleneck: int | None) -> nn.Sequential:
+    """A small trained layer between the pooled features and the heads (empty: none). Domain adaptation
+    aligns the domains on it: a frozen backbone's features cannot move, and 1,280-d covariances estimated
+    from a batch are rank-deficient. No BatchNorm: the weight average keeps parameters, not statistics."""
+    return nn.Sequential(nn.Linear(features, bottleneck), nn.ReLU()) if bottleneck else nn.Sequential()
+
+
 class TransferModel(nn.Module):
-    """Backbone → pooled features → dropout → a linear head per task.
+    """Backbone → pooled features → (bottleneck) → dropout → a linear head per task.
 
     `heads` maps each head's name to its number of classes (an int: one head called `label`). The first head is
     the primary: `forward` and `forward_from` give its logits, so single-task code never names a head.
@@ -55,7 +63,8 @@ class TransferModel(nn.Module):
     above is kept per domain (see domain_norm.py).
 
     `test_time_flip`: predictions average each image and its mirror image. Set for models trained with
-    flip augmentation, which have learned that a mirrored image is the same class.
+    flip augmentation, which have learned that a mirrored image is the same class. `bottleneck`: the width of
+    a trained linear + ReLU layer that every head reads (domain adaptation aligns its output).
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class TransferModel(nn.Module):
         soft_from: int | None = None,
         domains: bool = False,
         domain_norms_from: int | None = None,
+        bottleneck: int | None = None,
     ) -> None:
         super().__init__()
         heads = {DEFAULT_TASK: heads} if isinstance(heads, int) else dict(heads)
@@ -76,7 +86,10 @@ class TransferModel(nn.Module):
         self.dropout = dropout
         self.test_time_flip = test_time_flip
         self.domains = domains
-        self.heads = nn.ModuleDict({name: _head(backbone.feature_dim, n, dropout) for name, n in heads.items()})
+        self.neck = _neck(backbone.feature_dim, bottleneck)
+        self.bottleneck = bottleneck
+        width = bottleneck or backbone.feature_dim
+        self.heads = nn.ModuleDict({name: _head(width, n, dropout) for name, n in heads.items()})
         self.soft_from = soft_from
         towers = list(heads)[1:] if soft_from is not None else []
         self.towers = nn.ModuleDict({name: copy.deepcopy(backbone.stages[soft_from:]) for name in towers})
@@ -92,6 +105,11 @@ class TransferModel(nn.Module):
     @property
     def head_names(self) -> list[str]:
         return list(self.heads)
+
+    @property
+    def new_layers(self) -> nn.ModuleList:
+        """The layers added on top of the backbone (bottleneck and heads): always trained, at the head's rate."""
+        return nn.ModuleList([self.neck, self.heads])
 
     @property
     def num_classes(self) -> int:
@@ -121,17 +139,17 @@ class TransferModel(nn.Module):
         """The primary head's logits."""
         primary = self.head_names[0]
         self._activate(primary)
-        return self.heads[primary](self._features(x, start, primary))
+        return self.heads[primary](self.neck(self._features(x, start, primary)))
 
     def outputs_from(self, x: torch.Tensor, start: int, domain: str | None = None) -> Outputs:
         """Every head's logits (a domain's batch: that domain's head only) and the pooled features."""
         names = [domain] if domain is not None else self.head_names
         self._activate(names[0])
         if self.soft_from is None:
-            features = self._features(x, start, names[0])
+            features = self.neck(self._features(x, start, names[0]))
             return Outputs({name: self.heads[name](features) for name in names}, features)
         shared = self._shared(x, start)  # once for every tower
-        pooled = {name: self._tower_features(shared, max(start, self.soft_from), name) for name in names}
+        pooled = {name: self.neck(self._tower_features(shared, max(start, self.soft_from), name)) for name in names}
         return Outputs({name: self.heads[name](pooled[name]) for name in names}, pooled[names[0]])
 
     def _activate(self, domain: str) -> None:
@@ -173,6 +191,7 @@ class TransferModel(nn.Module):
             "sharing": {"mode": "hard" if self.soft_from is None else "soft", "soft_from": self.soft_from},
             "domains": self.domains,
             "domain_norms_from": self.domain_norms_from,
+            "bottleneck": self.bottleneck,
             "head": {"type": "dropout-linear", "dropout": self.dropout},
             "test_time_flip": self.test_time_flip,
             "preprocessing": {
@@ -226,6 +245,7 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
         soft_from=sharing.get("soft_from"),
         domains=meta.get("domains", False),
         domain_norms_from=meta.get("domain_norms_from"),
+        bottleneck=meta.get("bottleneck"),
     )
     state = load_file(weights)
     if meta["format_version"] == 1:  # its one head was `head`

@@ -69,7 +69,7 @@ class Strategy:
         for index in range(model.backbone.num_stages):
             for stage in model.stage_copies(index):
                 stage.requires_grad_(index >= frozen)
-        model.heads.requires_grad_(True)
+        model.new_layers.requires_grad_(True)
 
     def set_train_mode(self, model: TransferModel) -> None:
         """model.train(), except that frozen stages (and, without BN adaptation, every BatchNorm) stay in eval."""
@@ -83,11 +83,11 @@ class Strategy:
                     module.eval()
 
     def param_groups(self, model: TransferModel, lr: float) -> list[dict]:
-        """Heads at `lr`, trained backbone stages (every copy, under soft sharing) at `lr * backbone_lr_ratio`;
-        frozen stages are left out."""
+        """New layers (bottleneck and heads) at `lr`, trained backbone stages (every copy, under soft sharing)
+        at `lr * backbone_lr_ratio`; frozen stages are left out."""
         trained = range(self.num_frozen(model), model.backbone.num_stages)
         backbone = [p for index in trained for stage in model.stage_copies(index) for p in stage.parameters()]
-        groups = [{"params": list(model.heads.parameters()), "lr": lr, "name": "head"}]
+        groups = [{"params": list(model.new_layers.parameters()), "lr": lr, "name": "head"}]
         if backbone:
             groups.append({"params": backbone, "lr": lr * self.backbone_lr_ratio, "name": "backbone"})
         return groups

@@ -159,7 +159,7 @@ def select(ratio_or_scores: np.ndarray, labels: np.ndarray, keep: int | float, m
         raise ValueError("scores contain NaN")
     if min_per_class < 0:
         raise ValueError(f"min_per_class must be at least 0, got {min_per_class}")
-    count = _keep_count(keep, len(scores))
+    count = keep_count(keep, len(scores))
     order = np.argsort(-scores, kind="stable")  # most target-like first; ties keep their source order
     chosen = np.zeros(len(scores), dtype=bool)
     for label in np.unique(labels):
@@ -168,7 +168,7 @@ def select(ratio_or_scores: np.ndarray, labels: np.ndarray, keep: int | float, m
     return np.flatnonzero(chosen)
 
 
-def _keep_count(keep: int | float, total: int) -> int:
+def keep_count(keep: int | float, total: int) -> int:
     if isinstance(keep, float | np.floating):
         if not 0 < keep <= 1:
             raise ValueError(f"keep as a fraction must be in (0, 1], got {keep}")
@@ -212,7 +212,10 @@ def describe_shift(result: DomainClassifier) -> str:
         verdict = "the domains differ moderately"
     else:
         verdict = "the domains differ strongly"
+    # Below chance happens when the domains share images: each held-out image's twin, labelled the other
+    # domain, sits in the training folds. It is "cannot tell them apart", not a classifier that knows better.
+    told = "no better than chance" if result.accuracy <= 0.5 else f"{100 * result.accuracy:.1f}% of the time"
     return (
-        f"a linear classifier tells target from source images apart {100 * result.accuracy:.1f}% of the time "
-        f"on these features (balanced, held out; 50% is chance; proxy A-distance {distance:.2f} of 2): {verdict}"
+        f"a linear classifier tells target from source images apart {told} on these features (balanced, "
+        f"held out; 50% is chance; proxy A-distance {distance:.2f} of 2): {verdict}"
     )

@@ -59,3 +59,8 @@ def _images_below(folder: Path) -> list[Path]:
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         images += [Path(here, name) for name in sorted(names) if not name.startswith(".") and is_image_file(Path(name))]
     return images
+
+
+def read_unlabelled(root: Path) -> list[Path]:
+    """Every image file below `root`, whatever folders hold it: a domain-adaptation target needs no labels."""
+    return _images_below(root)

@@ -21,13 +21,18 @@ class Batch:
 
     - `x`: normalised images, or a cached frozen prefix's outputs, to be fed to backbone stage `start`;
     - `y`: labels [N] (one head), or [N, T] with one column per head the model runs and -1 where missing;
-    - `domain`: the domain all its images come from, for a multi-domain model (its head is the one that runs).
+    - `domain`: the domain all its images come from, for a multi-domain model (its head is the one that runs);
+    - `index`: which samples of the training split the labelled rows are (for per-sample weights);
+    - `n_source`: for domain adaptation, the first `n_source` rows are the labelled source's and the rest the
+      unlabelled target's (labelled -1).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     start: int = 0
     domain: str | None = None
+    index: torch.Tensor | None = None
+    n_source: int | None = None
 
     @property
     def targets(self) -> torch.Tensor:
@@ -82,7 +87,7 @@ class ImageBatches:
     def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
         for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
             x = self.normalizer(self.images[index], self.augment, generator, self.device)
-            yield Batch(x, self.labels[index].to(self.device), self.start_stage)
+            yield Batch(x, self.labels[index].to(self.device), self.start_stage, index=index)
 
 
 @dataclass
@@ -108,7 +113,7 @@ class CachedBatches:
             x = self.views[view, index].to(self.device).float()
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield Batch(x, self.labels[index].to(self.device), self.start_stage)
+            yield Batch(x, self.labels[index].to(self.device), self.start_stage, index=index)
 
 
 @dataclass
@@ -140,4 +145,36 @@ class DomainBatches:
             yield batch
 
 
-Batches = ImageBatches | CachedBatches | DomainBatches
+@dataclass
+class PairedBatches:
+    """Domain adaptation's batches: each source batch side by side with a target batch, as one batch whose
+    target rows are labelled -1 (BatchNorm layers see both domains, as in DANN). An epoch is a pass over the
+    source; the target stream cycles through its own epochs, at the position that the global step fixes, so a
+    resumed run draws the same target batches."""
+
+    source: ImageBatches | CachedBatches
+    target: ImageBatches | CachedBatches
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _targets(self, seed: int, epoch: int, first_step: int) -> Iterator[Batch]:
+        position = epoch * len(self.source) + first_step
+        target_epoch, step = divmod(position, len(self.target))
+        seed += 1  # the target's own randomness: its shuffle and augmentation differ from the source's
+        while True:
+            yield from self.target.batches(seed, target_epoch, step)
+            target_epoch, step = target_epoch + 1, 0
+
+    def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
+        targets = self._targets(seed, epoch, first_step)
+        for source in self.source.batches(seed, epoch, first_step):
+            target = next(targets)
+            unlabelled = torch.full((len(target.y),), -1, dtype=source.y.dtype, device=source.y.device)
+            x = torch.cat([source.x, target.x])
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield Batch(x, torch.cat([source.y, unlabelled]), source.start, index=source.index, n_source=len(source.y))
+
+
+Batches = ImageBatches | CachedBatches | DomainBatches | PairedBatches

@@ -15,7 +15,7 @@ from torch import nn
 
 from transferlab.data.transforms import PRESETS
 from transferlab.model import TransferModel
-from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches
+from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches, PairedBatches
 
 MAX_BATCHES = 32
 
@@ -48,11 +48,14 @@ def recalibrate_batchnorm(model: TransferModel, batches: Batches, frozen: int, m
     model.eval()
 
 
-def _clean_streams(batches: Batches) -> list[tuple[str | None, ImageBatches | CachedBatches]]:
+def _clean_streams(batches: Batches) -> list[tuple[str | None, Batches]]:
     """The training batches, unaugmented, read in one fixed order: each domain's on their own, so that every
-    domain's statistics (and domain-specific layers) see as many batches as a single source would."""
+    domain's statistics (and domain-specific layers) see as many batches as a single source would. Domain
+    adaptation's source and target batches stay side by side, as training normalised them."""
     if isinstance(batches, DomainBatches):
         return [(name, _clean_one(each)) for name, each in batches.domains.items()]
+    if isinstance(batches, PairedBatches):
+        return [(None, replace(batches, source=_clean_one(batches.source), target=_clean_one(batches.target)))]
     return [(None, _clean_one(batches))]
 
 

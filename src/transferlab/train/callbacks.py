@@ -148,6 +148,7 @@ class Progress(Callback):
             line += "  (" + ", ".join(f"{name} {value:.4f}" for name, value in heads.items()) + ")"
             logged = [f"{k} {v:.3g}" for k, v in self.last_parts.items() if k.startswith(("weight/", "soft/"))]
             line += "".join(f"  {item}" for item in logged)
+        line += _adaptation_line(trainer, metrics)
         if self.progress is not None:
             self.progress.console.print(line)
         else:
@@ -156,6 +157,19 @@ class Progress(Callback):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _adaptation_line(trainer: Trainer, metrics: dict[str, Any]) -> str:
+    """Domain adaptation's epoch means: the source loss, the transfer loss, the discriminator's accuracy
+    (0.5: it cannot tell the domains apart) and the measured distance between the domains' features."""
+    means = trainer.state.history[-1] if trainer.state.history else {}
+    shown = {
+        "source": means.get("train/loss/source"),
+        **{name.removeprefix("train/transfer/"): v for name, v in means.items() if name.startswith("train/transfer/")},
+        "disc_acc": means.get("train/domain/accuracy"),
+        "A-distance": metrics.get("a_distance"),
+    }
+    return "".join(f"  {name} {value:.3f}" for name, value in shown.items() if value is not None)
 
 
 @contextmanager

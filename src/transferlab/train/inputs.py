@@ -9,7 +9,7 @@ from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
-from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches
+from transferlab.train.batches import Batches, CachedBatches, DomainBatches, ImageBatches, PairedBatches
 from transferlab.train.features import DEFAULT_BUDGET_BYTES, cache_views, views_that_fit
 
 
@@ -29,10 +29,41 @@ def make_fit_batches(
     )
 
 
+def make_paired_batches(
+    model: TransferModel,
+    strategy: Strategy,
+    config: FitConfig,
+    source: PreparedData,
+    target: PreparedData,
+    device: str,
+    side_by_side: bool = True,
+) -> tuple[Batches, Batches, Batches, str]:
+    """Domain adaptation's (train, val, target val, note). `side_by_side`: each source training batch is paired
+    with a target batch (methods whose loss reads the target), else the source's batches alone. Validation is
+    the source's (the target's labels are never read); the target's held-out images are there to measure how
+    far apart the domains' features are."""
+    budget = DEFAULT_BUDGET_BYTES // 2
+    train, val, note = make_batches(model, strategy, config, source, device, budget)
+    target_train, target_val, _ = make_batches(model, strategy, config, target, device, budget)
+    if not side_by_side:
+        return train, val, target_val, note
+    if target_train.start_stage != train.start_stage:
+        # Both halves of a batch must enter the model at the same stage: when the cache cannot hold both, neither.
+        train, val, note = make_batches(model, strategy, config, source, device, budget=0)
+        target_train, target_val, _ = make_batches(model, strategy, config, target, device, budget=0)
+    return PairedBatches(train, target_train), val, target_val, f"{note}; a target batch beside each source batch"
+
+
 def make_batches(
-    model: TransferModel, strategy: Strategy, config: FitConfig, data: PreparedData, device: str
+    model: TransferModel,
+    strategy: Strategy,
+    config: FitConfig,
+    data: PreparedData,
+    device: str,
+    budget: int = DEFAULT_BUDGET_BYTES,
 ) -> tuple[ImageBatches | CachedBatches, ImageBatches | CachedBatches, str]:
-    """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved."""
+    """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved;
+    the frozen prefix is cached when `budget` bytes hold it."""
     batch, size, augmented = config.batch_size, config.image_size, config.cached_views
     if batch is None or size is None or augmented is None:
         raise ValueError("make_batches needs a resolved config: batch_size, image_size and cached_views set")
@@ -46,7 +77,7 @@ def make_batches(
         wanted = 0  # no cache: fresh augmentation every epoch (the classic loop)
     else:
         wanted = augmented + preset.caches_clean_view  # and the clean image beside distorting augmentation
-    fits = views_that_fit(model, frozen, size, len(train.labels), wanted, DEFAULT_BUDGET_BYTES) if frozen else 0
+    fits = views_that_fit(model, frozen, size, len(train.labels), wanted, budget) if frozen else 0
     if fits:
         views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
         clean = PRESETS["none"]

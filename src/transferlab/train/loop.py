@@ -180,7 +180,7 @@ class Trainer:
                 self.save_resumable()
                 raise Interrupted(
                     f"interrupted at epoch {state.epoch + 1}, step {state.step}; "
-                    f"resume with: transferlab fit --resume {self.run_dir}"
+                    f"resume with: transferlab {'adapt' if self.config.target else 'fit'} --resume {self.run_dir}"
                 )
             if self.stop_reason:
                 break

@@ -6,10 +6,11 @@ sample weights) is an Objective, or a term added to one with `Total`:
 
     class Coral(Objective):
         def forward(self, outputs, batch, progress):
-            loss = coral_distance(outputs.features, batch.x_target_features)
-            return loss, {"coral": loss.detach()}
+            n = batch.n_source
+            loss = coral(outputs.features[:n], outputs.features[n:])
+            return loss, {"transfer/coral": loss.detach()}
 
-    trainer = Trainer(model, strategy, config, train, val, run_dir, objective=Total([MultiTask(...), Coral()]))
+    trainer = Trainer(model, strategy, config, train, val, run_dir, objective=Total([CrossEntropy(), Coral()]))
 
 An objective's own parameters (learned task weights, a discriminator) are trained in an optimizer group of
 their own, without weight decay, and are saved in the resumable checkpoint with the model.
@@ -39,7 +40,8 @@ class Objective(nn.Module):
 
 
 class CrossEntropy(Objective):
-    """One head's cross-entropy with label smoothing: the single-task objective."""
+    """One head's cross-entropy with label smoothing, over the labelled rows (a domain-adaptation batch's target
+    rows are labelled -1): the single-task objective."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -47,7 +49,7 @@ class CrossEntropy(Objective):
 
     def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
         (logits,) = outputs.logits.values()
-        return F.cross_entropy(logits, batch.y, label_smoothing=self.label_smoothing), {}
+        return F.cross_entropy(logits, batch.y, ignore_index=-1, label_smoothing=self.label_smoothing), {}
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
