@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from transferlab._atomic import write_json_atomic
 from transferlab.adaptation.methods import (
-    adapt_batchnorm,
+    batchnorm_statistics_from,
     build_adaptation,
     describe_adaptation,
     reads_target,
@@ -229,6 +229,8 @@ def build_run(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     strategy.check(model)
+    if target_data is not None and config.adaptation == "adabn":
+        batchnorm_statistics_from(model, data.sources[""], config, device)  # AdaBN trains on the source's
     objective = (
         build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
     )
@@ -420,7 +422,7 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
     """Load the kept model, plot the curves, score it, and write summary.json."""
     run.model.load_state_dict(load_file(run.run_dir / WEIGHTS_FILE))
     if run.target is not None and run.config.adaptation == "adabn":
-        adapt_batchnorm(run.model, run.target, run.config, run.device)
+        batchnorm_statistics_from(run.model, run.target, run.config, run.device)
         save_model(run.model, run.run_dir, model_extra(run))
         run.echo("adabn: every BatchNorm layer's statistics re-estimated on the target's training images")
     plot_curves(state.history, run.run_dir / "curves.png")

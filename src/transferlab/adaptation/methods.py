@@ -168,13 +168,21 @@ def build_adaptation(config: FitConfig, model: TransferModel, image_weights: tor
     )
 
 
-def adapt_batchnorm(model: TransferModel, target: PreparedData, config: FitConfig, device: str) -> None:
-    """AdaBN: every BatchNorm layer's running statistics re-estimated on the target's clean training images."""
-    assert config.batch_size is not None, "resolve() sets the batch size"
-    train = target.splits["train"]
+def batchnorm_statistics_from(model: TransferModel, data: PreparedData, config: FitConfig, device: str) -> None:
+    """Every BatchNorm layer's running statistics re-estimated on `data`'s clean training images.
+
+    AdaBN (Li et al., 2016) assumes the network was trained with its source's statistics, and swaps them for
+    the target's. transferlab's pretrained strategies keep BatchNorm in eval mode, with ImageNet's
+    statistics: swapping those for the target's changed the network even without any shift (the no-shift
+    control of benchmarks/adaptation.py fell from 68% to 17%). So `adabn` first takes the source's
+    statistics, before training (and before the frozen prefix is cached), then the target's after it.
+    """
+    batch_size = config.batch_size
+    assert batch_size is not None, "resolve() sets the batch size"
+    train = data.splits["train"]
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
-    # Shuffled batches: a random sample of the target when it is large, and no ragged batch of one at the end.
-    batches = ImageBatches(train.images, train.labels, normalizer, config.batch_size, shuffle=True, device=device)
+    # Shuffled: a random sample of a large set, and no ragged last batch of one.
+    batches = ImageBatches(train.images, train.labels, normalizer, batch_size, shuffle=True, device=device)
     recalibrate_batchnorm(model, batches, frozen=0)
 
 
@@ -183,7 +191,7 @@ def describe_adaptation(config: FitConfig, target: PreparedData) -> str:
     aligned = f"{config.adaptation} on a {config.bottleneck}-wide bottleneck, weight {config.transfer_weight:g}"
     what = {
         "none": "none (the source alone)",
-        "adabn": "adabn (source training, then BatchNorm statistics from the target)",
+        "adabn": "adabn (BatchNorm statistics from the source for training, then from the target)",
     }.get(config.adaptation, aligned)
     weighting = "" if config.source_weighting == "none" else f"; source weighted by {config.source_weighting}"
     labelled = "labelled test split" if has_labelled_test(target) else "no labelled test split"
