@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ["throughput.py", "frozen_speed.py", "accuracy.py", "situations.py", "multitask.py"]
+BENCHMARKS = ["throughput.py", "frozen_speed.py", "accuracy.py", "situations.py", "multitask.py", "adaptation.py"]
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
 WEIGHTINGS = ("equal", "uncertainty")  # how the tasks' losses combine (see train/objectives.py)
 SHARINGS = ("hard", "soft")
-ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann", "mcc")  # see adaptation/methods.py
+ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")
 
 

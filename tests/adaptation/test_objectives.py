@@ -1,5 +1,5 @@
 """Domain adaptation's loss modules and batches, on real computation: the gradient reversal layer, CORAL, a
-DANN that learns to hide a nuisance feature, MCC, source weighting, and side-by-side batches that resume."""
+DANN that learns to hide a nuisance feature, source weighting, and side-by-side batches that resume."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from transferlab.adaptation.objectives import (
     Adaptation,
     Coral,
     DomainAdversarial,
-    MinimumClassConfusion,
     Pair,
     coral,
     dann_coefficient,
@@ -50,16 +49,6 @@ def test_coral_is_zero_for_identical_features_and_grows_with_the_covariance_gap(
 def _pair(source_features: torch.Tensor, target_features: torch.Tensor, target_logits: torch.Tensor) -> Pair:
     n = len(source_features)
     return Pair(source_features, target_features, torch.zeros(n, 2), target_logits, torch.ones(n))
-
-
-def test_mcc_is_lower_for_confident_distinct_predictions_than_for_confused_ones() -> None:
-    features = torch.zeros(8, 4)
-    confident = torch.eye(4).repeat(2, 1) * 20  # each image sure of its own class
-    confused = torch.zeros(8, 4)  # every image torn between all classes
-    term = MinimumClassConfusion()
-    low, _ = term(_pair(features, features, confident), 0.5)
-    high, _ = term(_pair(features, features, confused), 0.5)
-    assert low.item() < 0.05 < high.item()
 
 
 def _domain(count: int, nuisance: float) -> tuple[torch.Tensor, torch.Tensor]:

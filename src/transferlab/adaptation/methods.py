@@ -3,7 +3,7 @@
 - `none`: the source alone (the baseline; a plain fit, scored on the target);
 - `adabn`: the source alone, then every BatchNorm layer's statistics re-estimated on the target (Li et al.,
   2016);
-- `coral`, `dann`, `mcc`: a transfer loss beside the source's (see objectives.py), on a trained bottleneck.
+- `coral`, `dann`: a transfer loss beside the source's (see objectives.py), on a trained bottleneck.
 
 `auto` measures the shift on pretrained features before training (a domain classifier, shift.py) and picks
 `none` when the domains look alike, else the method that did best on benchmarks/adaptation.py.
@@ -23,7 +23,6 @@ from transferlab.adaptation.objectives import (
     Adaptation,
     Coral,
     DomainAdversarial,
-    MinimumClassConfusion,
     TransferTerm,
 )
 from transferlab.adaptation.shift import (
@@ -47,7 +46,7 @@ from transferlab.train.batchnorm import recalibrate_batchnorm
 from transferlab.train.objectives import CrossEntropy, Objective
 
 Echo = Callable[[str], None]
-ALIGNING = ("coral", "dann", "mcc")  # the methods with a transfer loss on the bottleneck's features
+ALIGNING = ("coral", "dann")  # the methods with a transfer loss on the bottleneck's features
 BOTTLENECK = 256  # TLlib's width for its DANN, CDAN and MCC examples
 # `auto`: below this proxy A-distance on pretrained features the domains count as one (provisional until
 # benchmarks/adaptation.py calibrates it; the no-shift control measures near 0, the -M targets near 2).
@@ -122,8 +121,6 @@ def transfer_term(method: str, features: int) -> TransferTerm | None:
         return Coral()
     if method == "dann":
         return DomainAdversarial(features)
-    if method == "mcc":
-        return MinimumClassConfusion()
     return None
 
 
