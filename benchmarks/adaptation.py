@@ -46,8 +46,8 @@ Defaults, and why:
   at 20 (seed 0), while the source alone stayed at 35-36%.
 - `--seeds 1`: a default run is 25 fits of about 20-90 s each (a fashion-m fit: 50-90 s at 12 epochs, two
   threads); digits fits are smaller, the selection's mixed source twice as large. `--seeds 3`, for a
-  mean ± sd, takes three times as long. `--quick` (20/class, 2 epochs, 500 target and 500 test images, fashion-m only unless --part
-  says otherwise) is a smoke test: 75 s for its 7 fits, 224 s for all 28; its accuracies mean nothing.
+  mean ± sd, takes three times as long. `--quick` (20/class, 2 epochs, 500 target and 500 test images,
+  fashion-m only unless --part says otherwise) is a smoke test; its accuracies mean nothing.
 - Data: sources and targets are written as PNG image folders (train/ and test/), because an in-memory source
   (`from_arrays`) has no test split: a target without one cannot be scored, nor a source's own test. The
   target's training images sit in one `unlabelled` folder, so that no label exists for them on disk.

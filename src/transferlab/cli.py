@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-from transferlab.config import FitConfig
+from transferlab.config import ADAPTATIONS, SOURCE_WEIGHTINGS, FitConfig
 from transferlab.errors import Interrupted, TransferlabError
 
 
@@ -25,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
 # The settings only multi-task and multi-domain fits read, and those only domain adaptation reads.
 HEADS_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm"}
 ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting"}
-ADAPT_FLAGS = {"adaptation": "--method", "source_weighting": "--weighting"}  # as `adapt` names them
+# As `adapt` names them, with their choices.
+ADAPT_FLAGS = {"adaptation": ("--method", ADAPTATIONS), "source_weighting": ("--weighting", SOURCE_WEIGHTINGS)}
 
 
 def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None:
@@ -36,9 +37,8 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
         if field.name == "source" or field.name in (HEADS_FIELDS if adapt else ADAPT_FIELDS):
             continue
         if adapt and field.name in ADAPT_FLAGS:
-            parser.add_argument(
-                ADAPT_FLAGS[field.name], dest=field.name, default=None, help=f"default: {field.default}"
-            )
+            flag, choices = ADAPT_FLAGS[field.name]
+            parser.add_argument(flag, dest=field.name, choices=choices, help=f"default: {field.default}")
             continue
         if field.name == "domains":
             parser.add_argument(

@@ -7,7 +7,6 @@ model scored and summarised). `fit` is the three in a row, for one task, several
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,12 +20,11 @@ from transferlab.adaptation.methods import (
     batchnorm_statistics_from,
     build_adaptation,
     describe_adaptation,
+    prepare_adaptation,
     reads_target,
-    resolve_adaptation,
-    source_image_weights,
 )
 from transferlab.adaptation.monitor import DomainGap
-from transferlab.adaptation.target import has_labelled_test, load_target, prepare_target
+from transferlab.adaptation.target import has_labelled_test
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Dataset, DecodedSplit, PreparedData, load_source
@@ -222,7 +220,9 @@ def build_run(
         backbone = create_backbone(config.backbone, pretrained=False)
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
-    config, target_data, image_weights = _adaptation(target_source, config, backbone, data, run_dir, device, echo)
+    config, target_data, image_weights = prepare_adaptation(
+        target_source, config, backbone, data, run_dir, device, echo
+    )
     assert config.backbone_lr_ratio is not None, "resolve() sets the ratio"
     strategy = replace(strategy, backbone_lr_ratio=config.backbone_lr_ratio)  # a configured ratio wins
     model = _build_model(backbone, data, strategy, config).to(device)
@@ -258,37 +258,6 @@ def build_run(
     return Run(
         run_dir, config, data, model, strategy, objective, train, val, note, device, echo, target_data, target_val
     )
-
-
-def _adaptation(
-    target_source: Source | None,
-    config: FitConfig,
-    backbone: Backbone,
-    data: FitData,
-    run_dir: Path,
-    device: str,
-    echo: Echo,
-) -> tuple[FitConfig, PreparedData | None, torch.Tensor | None]:
-    """Domain adaptation's target, decoded like the source; the method chosen (and why, into advice.json);
-    the source images' importance weights, if asked for. Without a target: nothing to do."""
-    if target_source is None:
-        return config, None, None
-    if data.domains:
-        raise ConfigError("domain adaptation takes one source, not several domains")
-    source = data.sources[""]
-    dataset = load_target(target_source, source.classes, seed=config.seed, val_fraction=config.val_fraction)
-    assert config.image_size is not None, "the image size is chosen before"
-    target = prepare_target(dataset, config.image_size, backbone.preprocessing.interpolation)
-    config, measured = resolve_adaptation(config, backbone, source, target, device, echo)
-    if measured:
-        advice = run_dir / "advice.json"
-        known = json.loads(advice.read_text()) if advice.is_file() else {}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(advice, known | {"adaptation": measured})
-    weights = None
-    if config.source_weighting == "importance":
-        weights = source_image_weights(config, backbone, source, target, device, echo)
-    return config, target, weights
 
 
 def _describe(

@@ -11,14 +11,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from transferlab._atomic import write_json_atomic
 from transferlab.adaptation.objectives import (
     Adaptation,
     Coral,
@@ -34,12 +37,14 @@ from transferlab.adaptation.shift import (
     importance_weights,
     pooled_features,
 )
-from transferlab.adaptation.target import FEATURES_PER_DOMAIN, has_labelled_test
+from transferlab.adaptation.target import FEATURES_PER_DOMAIN, has_labelled_test, load_target, prepare_target
 from transferlab.backbones import Backbone
 from transferlab.config import FitConfig
 from transferlab.data import PreparedData
+from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.errors import ConfigError
+from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
 from transferlab.train.batches import ImageBatches
 from transferlab.train.batchnorm import recalibrate_batchnorm
@@ -88,6 +93,38 @@ def choose_method(shift: Shift) -> tuple[str, str]:
     if distance < SHIFT_THRESHOLD:
         return "none", f"proxy A-distance {distance:.2f} < {SHIFT_THRESHOLD}: the domains look alike, so no adaptation"
     return AUTO_METHOD, f"proxy A-distance {distance:.2f} >= {SHIFT_THRESHOLD}: {AUTO_METHOD}, the benchmark's best"
+
+
+def prepare_adaptation(
+    target_source: Source | None,
+    config: FitConfig,
+    backbone: Backbone,
+    data: FitData,
+    run_dir: Path,
+    device: str,
+    echo: Echo,
+) -> tuple[FitConfig, PreparedData | None, torch.Tensor | None]:
+    """What `build_run` needs to adapt: the config with the method chosen (and why, into advice.json), the
+    target decoded like the source, and the source images' importance weights if asked for. Without a
+    target: nothing to do."""
+    if target_source is None:
+        return config, None, None
+    if data.domains:
+        raise ConfigError("domain adaptation takes one source, not several domains")
+    source = data.sources[""]
+    dataset = load_target(target_source, source.classes, seed=config.seed, val_fraction=config.val_fraction)
+    assert config.image_size is not None, "the image size is chosen before"
+    target = prepare_target(dataset, config.image_size, backbone.preprocessing.interpolation)
+    config, measured = resolve_adaptation(config, backbone, source, target, device, echo)
+    if measured:
+        advice = run_dir / "advice.json"
+        known = json.loads(advice.read_text()) if advice.is_file() else {}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(advice, known | {"adaptation": measured})
+    weights = None
+    if config.source_weighting == "importance":
+        weights = source_image_weights(config, backbone, source, target, device, echo)
+    return config, target, weights
 
 
 def resolve_adaptation(

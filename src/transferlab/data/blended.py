@@ -33,7 +33,7 @@ def photo_pool(names: Sequence[str]) -> list[np.ndarray]:
     try:
         from skimage import data  # imported here: only the -m data sets need scikit-image
     except ImportError as err:
-        raise DataError("the blended '-m' data sets need scikit-image: pip install scikit-image") from err
+        raise DataError("the blended '-m' data sets need scikit-image: pip install 'transferlab[blended]'") from err
     loaders = {
         "astronaut": data.astronaut,
         "coffee": data.coffee,
