@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from transferlab._atomic import write_json_atomic
 from transferlab.adaptation.methods import (
-    batchnorm_statistics_from,
+    adapt_batchnorm,
     build_adaptation,
     describe_adaptation,
     prepare_adaptation,
@@ -229,8 +229,6 @@ def build_run(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     strategy.check(model)
-    if target_data is not None and config.adaptation == "adabn":
-        batchnorm_statistics_from(model, data.sources[""], config, device)  # AdaBN trains on the source's
     objective = (
         build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
     )
@@ -391,9 +389,9 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
     """Load the kept model, plot the curves, score it, and write summary.json."""
     run.model.load_state_dict(load_file(run.run_dir / WEIGHTS_FILE))
     if run.target is not None and run.config.adaptation == "adabn":
-        batchnorm_statistics_from(run.model, run.target, run.config, run.device)
+        adapt_batchnorm(run.model, run.data.sources[""], run.target, run.config, run.device)
         save_model(run.model, run.run_dir, model_extra(run))
-        run.echo("adabn: every BatchNorm layer's statistics re-estimated on the target's training images")
+        run.echo("adabn: every BatchNorm layer's statistics aligned to normalise the target as it did the source")
     plot_curves(state.history, run.run_dir / "curves.png")
     scores = evaluate_run(run)
     for head, each in scores.get("tasks", {}).items():

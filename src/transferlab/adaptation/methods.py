@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from transferlab._atomic import write_json_atomic
+from transferlab.adaptation.adabn import IMAGES, align_batchnorm
 from transferlab.adaptation.objectives import (
     Adaptation,
     Coral,
@@ -46,8 +47,6 @@ from transferlab.data.transforms import Normalizer
 from transferlab.errors import ConfigError
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
-from transferlab.train.batches import ImageBatches
-from transferlab.train.batchnorm import recalibrate_batchnorm
 from transferlab.train.objectives import CrossEntropy, Objective
 
 Echo = Callable[[str], None]
@@ -202,22 +201,19 @@ def build_adaptation(config: FitConfig, model: TransferModel, image_weights: tor
     )
 
 
-def batchnorm_statistics_from(model: TransferModel, data: PreparedData, config: FitConfig, device: str) -> None:
-    """Every BatchNorm layer's running statistics re-estimated on `data`'s clean training images.
-
-    AdaBN (Li et al., 2016) assumes the network was trained with its source's statistics, and swaps them for
-    the target's. transferlab's pretrained strategies keep BatchNorm in eval mode, with ImageNet's
-    statistics: swapping those for the target's changed the network even without any shift (the no-shift
-    control of benchmarks/adaptation.py fell from 68% to 17%). So `adabn` first takes the source's
-    statistics, before training (and before the frozen prefix is cached), then the target's after it.
-    """
-    batch_size = config.batch_size
-    assert batch_size is not None, "resolve() sets the batch size"
-    train = data.splits["train"]
+def adapt_batchnorm(
+    model: TransferModel, source: PreparedData, target: PreparedData, config: FitConfig, device: str
+) -> None:
+    """AdaBN: every BatchNorm layer's statistics aligned so that the target's clean training images are
+    normalised as the source's were (see adabn.py); IMAGES of each, drawn with the run's seed."""
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
-    # Shuffled: a random sample of a large set, and no ragged last batch of one.
-    batches = ImageBatches(train.images, train.labels, normalizer, batch_size, shuffle=True, device=device)
-    recalibrate_batchnorm(model, batches, frozen=0)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def sample(data: PreparedData) -> torch.Tensor:
+        images = data.splits["train"].images
+        return normalizer(images[torch.randperm(len(images), generator=generator)[:IMAGES]], device=device)
+
+    align_batchnorm(model, sample(source), sample(target))
 
 
 def describe_adaptation(config: FitConfig, target: PreparedData) -> str:
@@ -225,7 +221,7 @@ def describe_adaptation(config: FitConfig, target: PreparedData) -> str:
     aligned = f"{config.adaptation} on a {config.bottleneck}-wide bottleneck, weight {config.transfer_weight:g}"
     what = {
         "none": "none (the source alone)",
-        "adabn": "adabn (BatchNorm statistics from the source for training, then from the target)",
+        "adabn": "adabn (the source alone, then BatchNorm statistics aligned to the target)",
     }.get(config.adaptation, aligned)
     weighting = "" if config.source_weighting == "none" else f"; source weighted by {config.source_weighting}"
     labelled = "labelled test split" if has_labelled_test(target) else "no labelled test split"

@@ -13,6 +13,7 @@ All of it works on plain numpy feature arrays [N, D], such as `pooled_features` 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,9 +60,16 @@ class DomainClassifier:
     seconds: float
 
 
-def classify_domains(source: np.ndarray, target: np.ndarray, seed: int = 0, folds: int = 5) -> DomainClassifier:
+def classify_domains(
+    source: np.ndarray,
+    target: np.ndarray,
+    seed: int = 0,
+    folds: int = 5,
+    regularizations: Sequence[float] = REGULARIZATIONS,
+) -> DomainClassifier:
     """Tell `target` features [Nt, D] from `source` features [Ns, D] with a logistic regression on standardised
-    features, cross-fitted over `folds` stratified folds (shuffled with `seed`).
+    features, cross-fitted over `folds` stratified folds (shuffled with `seed`), its C the best of
+    `regularizations` by held-out log loss.
 
     Classes are weighted to count equally, so unequal domain sizes do not bias the classifier: its odds
     p / (1 - p) then estimate p_t(x) / p_s(x) directly, with no prior correction (see `density_ratio`).
@@ -71,7 +79,7 @@ def classify_domains(source: np.ndarray, target: np.ndarray, seed: int = 0, fold
     x = np.concatenate([source, target]).astype(np.float64)
     y = np.concatenate([np.zeros(len(source), dtype=np.int64), np.ones(len(target), dtype=np.int64)])
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
-    candidates = _out_of_fold(x, y, splits)
+    candidates = _out_of_fold(x, y, splits, regularizations)
     balance = compute_sample_weight("balanced", y)
     best = int(np.argmin([log_loss(y, prob, sample_weight=balance, labels=[0, 1]) for prob in candidates]))
     prob = candidates[best]
@@ -82,7 +90,7 @@ def classify_domains(source: np.ndarray, target: np.ndarray, seed: int = 0, fold
         target_prob=prob[len(source) :],
         accuracy=accuracy,
         proxy_a_distance=2.0 * (1.0 - 2.0 * error),
-        regularization=REGULARIZATIONS[best],
+        regularization=regularizations[best],
         seconds=time.perf_counter() - started,
     )
 
@@ -96,13 +104,15 @@ def _check_domains(source: np.ndarray, target: np.ndarray, folds: int) -> None:
         raise ValueError(f"{folds} folds need at least {folds} images per domain, got {len(source)} and {len(target)}")
 
 
-def _out_of_fold(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """[len(REGULARIZATIONS), N]: each image's p(target | x) under each C, from the fold that held it out."""
-    prob = np.empty((len(REGULARIZATIONS), len(y)))
+def _out_of_fold(
+    x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], regularizations: Sequence[float]
+) -> np.ndarray:
+    """[len(regularizations), N]: each image's p(target | x) under each C, from the fold that held it out."""
+    prob = np.empty((len(regularizations), len(y)))
     for fit, held in splits:
         scaler = StandardScaler().fit(x[fit])  # on the fitting rows only: the held-out ones stay unseen
         train, test = scaler.transform(x[fit]), scaler.transform(x[held])
-        for row, c in enumerate(REGULARIZATIONS):
+        for row, c in enumerate(regularizations):
             model = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER).fit(train, y[fit])
             prob[row, held] = model.predict_proba(test)[:, 1]
     return prob
