@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from transferlab.adaptation.methods import choose_method, measure_shift
+from transferlab.adaptation.methods import batchnorms, choose_method, measure_shift
 from transferlab.adaptation.shift import describe_shift
 from transferlab.adaptation.target import sample_target
 from transferlab.backbones import Backbone, create_backbone
@@ -290,7 +290,7 @@ def _with_adaptation(
     """`advice` plus the domain shift from `source` to `target` on the `pretrained` features, and the method
     that `adapt --method auto` would choose from it (the same measurement and rule)."""
     shift = measure_shift(pretrained, source, target, seed, device)
-    method, why = choose_method(shift)
+    method, why = choose_method(shift, bool(batchnorms(pretrained)))
     lines = [
         f"domain shift, on {len(shift.source_rows)} source and {len(target.splits['train'].labels)} target training "
         f"images: {describe_shift(shift.classifier)}",

@@ -15,6 +15,7 @@ from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Split, load_source, prepare
 from transferlab.data.cache import decode_split
 from transferlab.data.decode import IMAGE_EXTENSIONS
+from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.data.types import DEFAULT_TASK
 from transferlab.errors import TransferlabError
@@ -45,14 +46,18 @@ class TransferClassifier:
         self.strategy = strategy
         self.settings = settings
 
-    def fit(self, source: Sources, out: str | Path | None = None, quiet: bool = True) -> TransferClassifier:
+    def fit(
+        self, source: Sources, out: str | Path | None = None, quiet: bool = True, target: Source | None = None
+    ) -> TransferClassifier:
         """Train on `source` (folder, CSV, built-in name, or `(images, labels)` arrays; for several domains,
-        {domain: source}); returns self. Settings `tasks="age,gender"` fit a head per CSV label column."""
+        {domain: source}); returns self. Settings `tasks="age,gender"` fit a head per CSV label column.
+        `target`: unlabelled images of the domain to adapt to (or the setting `target="folder"`), with the
+        setting `adaptation=` choosing the method (default `auto`)."""
         from transferlab.fitting import fit
 
         config = FitConfig(backbone=self.backbone, strategy=self.strategy).updated(**self.settings)
         run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="transferlab-"))
-        result = fit(source, config, run_dir, quiet=quiet)
+        result = fit(source, config, run_dir, quiet=quiet, target=target)
         self._set_fitted(result.model, result.heads, result.image_size, run_dir)
         self.scores_ = result.scores
         return self

@@ -165,3 +165,13 @@ def test_importance_weights_train_on_the_source_alone(digits, target, tiny_weigh
     assert "importance weights: 215 source images, effective sample size" in out
     assert result.scores["split"] == "target test"
     assert np.isfinite(result.state.history[0]["train/loss/source"])
+
+
+def test_the_estimator_adapts_to_in_memory_target_images(digits, tiny_weights, tmp_path) -> None:
+    images, labels = digits
+    settings = {"weights": str(tiny_weights), "image_size": 32, "epochs": 1, "batch_size": 16}
+    clf = transferlab.TransferClassifier(TINY, strategy="head", adaptation="coral", **settings)
+    clf.fit(_source(digits), out=tmp_path / "run", target=(255 - images[::2], labels[::2]))  # labels unused
+    assert clf.scores_["target"] is None  # in memory, the target has no test split: its accuracy is unknown
+    assert clf.model_.bottleneck == 256
+    assert len(clf.predict(255 - images[:5])) == 5

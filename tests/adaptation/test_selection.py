@@ -143,7 +143,7 @@ def test_advise_with_a_target_measures_the_shift_and_chooses_a_method(tiny_weigh
     printed = capsys.readouterr().out
     assert "decision:" in printed  # the usual advice stays
     assert "domain shift, on" in printed and "proxy A-distance" in printed
-    assert "adaptation method: dann" in printed
+    assert "adaptation method: adabn" in printed
 
     # the source as its own target: nothing to adapt to
     assert main([*argv, "--target", str(source_folder), "--json"]) == 0
