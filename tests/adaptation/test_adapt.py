@@ -78,6 +78,12 @@ def test_an_adapted_run_dir_loads_and_predicts_like_any_other(dann_run, digits) 
     assert len(predicted) == 8 and set(predicted) <= {"0", "1", "2"}
 
 
+def test_an_adapted_run_dir_is_a_backbone_for_the_next_transfer(dann_run) -> None:
+    backbone = create_backbone(str(dann_run.run_dir))
+    assert backbone.source_classifier is None  # its head reads the bottleneck, not the pooled features
+    assert backbone.weights_source.startswith("run:")
+
+
 def test_method_none_trains_exactly_as_a_plain_fit_on_the_source(digits, target, tiny_weights, tmp_path) -> None:
     config = _config(tiny_weights, strategy="partial:2", epochs=1)
     plain = fit(_source(digits), config, tmp_path / "plain", quiet=True)

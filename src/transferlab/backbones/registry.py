@@ -132,8 +132,11 @@ def _run_dir_backbone(name: str, weights: str | Path | None) -> Backbone | None:
     # The backbone keeps its architecture's registered name, so a model trained on it rebuilds from model.json
     # without this run dir; where its weights came from is recorded here instead.
     backbone.weights_source = f"run:{path}"
-    linear = model.linear(model.head_names[0])
-    backbone.source_classifier = SourceClassifier(weight=linear.weight.detach(), bias=linear.bias.detach())
+    if model.bottleneck is None:
+        linear = model.linear(model.head_names[0])
+        backbone.source_classifier = SourceClassifier(weight=linear.weight.detach(), bias=linear.bias.detach())
+    else:  # a head that reads a bottleneck is no linear classifier of the pooled features: none to offer
+        backbone.source_classifier = None
     return backbone.train()  # like every other backbone the factory returns; load_model left it in eval mode
 
 
