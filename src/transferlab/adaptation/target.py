@@ -19,6 +19,7 @@ from transferlab.data.builtins import BUILTINS
 from transferlab.data.cache import skip_summary
 from transferlab.data.folder import read_unlabelled
 from transferlab.data.sources import Source
+from transferlab.data.splitting import carve
 from transferlab.errors import DataError
 
 logger = logging.getLogger("transferlab")
@@ -38,7 +39,7 @@ def load_target(source: Source, classes: list[str], seed: int = 0, val_fraction:
         if not files:
             raise DataError(f"the target {root} has no images")
         everything = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files)
-        train, val = _carve_unlabelled(everything, val_fraction, seed)
+        train, val = carve(everything, val_fraction, seed)  # one stratum: every label is -1
         return Dataset(root.name, list(classes), {"train": train, "val": val})
     dataset = load_source(source, seed=seed, val_fraction=val_fraction)
     splits = {name: _unlabelled(split) for name, split in dataset.splits.items() if name != "test"}
@@ -53,14 +54,6 @@ def _is_plain_folder(source: Source) -> bool:
         return False
     path = Path(source).expanduser()
     return path.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
-
-
-def _carve_unlabelled(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    held = np.random.default_rng(seed).permutation(len(split))[: max(1, round(len(split) * fraction))]
-    rest = np.setdiff1d(np.arange(len(split)), held)
-    if len(rest) == 0:
-        return split, split.subset(held)
-    return split.subset(rest), split.subset(np.sort(held))
 
 
 def _unlabelled(split: Split) -> Split:
