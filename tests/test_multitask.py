@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
 
@@ -72,6 +73,39 @@ def test_several_label_columns_become_tasks_with_missing_labels_masked_not_imput
     # val is carved stratified by the scarcer task: its three classes and its missing labels all land in val
     val = data.splits["val"].labels[:, 0]
     assert set(np.unique(val)) == {-1, 0, 1, 2}
+
+
+def test_per_class_with_several_tasks_draws_each_task_s_classes_and_never_counts_missing_as_one(manifest) -> None:
+    data = load_source(str(manifest), tasks=["digit", "parity"], per_class=10, seed=3)
+    labels = np.concatenate([data.splits["train"].labels, data.splits["val"].labels])
+    for task in range(2):
+        column = labels[:, task]
+        counts = np.bincount(column[column >= 0])
+        assert counts.min() >= 10  # every class of every task, missing labels excluded from the draw
+    assert len(labels) <= 10 * (3 + 2)  # the union of the draws, not the manifest
+    assert (labels[:, 0] == -1).any()  # images drawn for parity keep their missing digit label, masked
+    assert len(data.splits["test"]) == 48  # test is never subsampled
+    again = load_source(str(manifest), tasks=["digit", "parity"], per_class=10, seed=3)
+    assert data.splits["train"].paths == again.splits["train"].paths
+
+
+def test_probe_rank_and_advise_measure_the_task_they_are_given(manifest, tiny_weights, tmp_path, capsys) -> None:
+    source = str(manifest)
+    assert main(["probe", source, "--backbone", TINY, "--no-pretrained", "--image-size", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "or one with --task" in err
+    probe = ["probe", source, "--backbone", TINY, "--no-pretrained", "--image-size", "16", "--json"]
+    assert main([*probe, "--task", "parity", "--out", str(tmp_path / "probe")]) == 0
+    assert json.loads(capsys.readouterr().out)["stages"]
+    assert main(["rank", source, "--backbones", TINY, "--no-pretrained", "--image-size", "16", "--task", "digit"]) == 0
+    assert TINY in capsys.readouterr().out
+    sizes = {}
+    for task in ("digit", "parity"):
+        advise = ["advise", source, "--backbone", TINY, "--weights", str(tiny_weights), "--image-size", "16"]
+        assert main([*advise, "--task", task, "--json"]) == 0
+        sizes[task] = json.loads(capsys.readouterr().out)["evidence"]["images_per_class"]
+    # digit: 3 classes on half of the 192 non-test images; parity: 2 classes on all of them
+    assert sizes == {"digit": 31, "parity": 65}  # the scarcest class of each: 1s and odd digits
 
 
 @pytest.mark.parametrize(
@@ -139,8 +173,42 @@ def test_uncertainty_weights_move_and_a_resumed_run_keeps_them(hard_run) -> None
     assert metrics[0]["train/weight/digit"] != metrics[-1]["train/weight/digit"]
 
 
-def test_an_interrupted_multi_task_run_resumes_with_its_learned_task_weights(manifest, tiny_weights, tmp_path) -> None:
-    config = _config(tiny_weights, tasks="digit,parity", strategy="partial:2", weighting="uncertainty")
+def test_gradnorm_pulls_each_task_gradient_on_the_shared_features_towards_the_mean() -> None:
+    torch.manual_seed(0)
+    features = torch.randn(8, 4, requires_grad=True)
+    loud, quiet = torch.nn.Linear(4, 3), torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        loud.weight.mul_(10)  # the same loss ratio (1 on the first batch), but a 10x larger gradient
+    labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1)
+    objective = MultiTask(["loud", "quiet"], "gradnorm")
+    outputs = Outputs({"loud": loud(features), "quiet": quiet(features)}, features)
+    plain = sum(F.cross_entropy(outputs.logits[name], labels[:, k]) for k, name in enumerate(["loud", "quiet"]))
+    (reference,) = torch.autograd.grad(plain, features, retain_graph=True)
+    loss, parts = objective(outputs, Batch(torch.zeros(8), labels), 0.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(plain.item())  # the logged loss is the weighted sum: weights start at 1
+    assert torch.allclose(features.grad, reference)  # the model sees the weighted sum only, not the balancing term
+    assert objective.scale_logits.grad[0] > 0 > objective.scale_logits.grad[1]  # a step weights `loud` down
+    assert parts["weight/loud"] + parts["weight/quiet"] == pytest.approx(2.0)
+    assert torch.equal(objective.first_losses, torch.stack([parts["loss/loud"], parts["loss/quiet"]]))
+    # a frozen backbone shares nothing trained: no gradient reaches the weights, and they stay equal
+    objective.scale_logits.grad = None
+    frozen = Outputs({"loud": loud(features.detach()), "quiet": quiet(features.detach())}, features.detach())
+    objective(frozen, Batch(torch.zeros(8), labels), 0.0)[0].backward()
+    assert objective.scale_logits.grad is None
+
+
+def test_gradnorm_is_refused_where_tasks_share_no_batch_or_no_backbone(digits, tiny_weights, tmp_path) -> None:
+    sources = {"a": "digits", "b": "digits"}
+    with pytest.raises(ConfigError, match="gradnorm balances"):
+        fit(sources, _config(tiny_weights, weighting="gradnorm"), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm"])
+def test_an_interrupted_multi_task_run_resumes_with_its_learned_task_weights(
+    manifest, tiny_weights, tmp_path, weighting
+) -> None:
+    config = _config(tiny_weights, tasks="digit,parity", strategy="partial:2", weighting=weighting)
     whole = fit(str(manifest), config, tmp_path / "whole", quiet=True)
     run = build_run(str(manifest), config, tmp_path / "parted", echo=lambda _: None)
     with pytest.raises(Interrupted):
@@ -152,6 +220,7 @@ def test_an_interrupted_multi_task_run_resumes_with_its_learned_task_weights(man
     # the interrupted epoch's training means cover the resumed steps only; every other epoch matches exactly
     weights = [[r["train/weight/digit"] for i, r in enumerate(rows) if i != 1] for rows in (ours, theirs)]
     assert weights[0] == weights[1]
+    assert theirs[0]["train/weight/digit"] != theirs[-1]["train/weight/digit"]  # learned, not left at the start
     assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in whole.model.state_dict().items())
 
 

@@ -16,7 +16,7 @@ from transferlab.errors import ConfigError
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
-WEIGHTINGS = ("equal", "uncertainty")  # how the tasks' losses combine (see train/objectives.py)
+WEIGHTINGS = ("equal", "uncertainty", "gradnorm")  # how the tasks' losses combine (see train/objectives.py)
 SHARINGS = ("hard", "soft")
 ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")

@@ -172,6 +172,11 @@ def _check_heads(source: Sources, config: FitConfig) -> None:
         raise ConfigError("soft sharing needs several tasks or domains: each keeps its own copy of the backbone")
     if config.domain_batchnorm and not domains:
         raise ConfigError("domain_batchnorm needs several domains: give them as {name: source} or --domain")
+    if config.weighting == "gradnorm" and (domains or config.sharing == "soft"):
+        raise ConfigError(
+            "gradnorm balances the gradients that tasks sharing one batch send into one backbone: "
+            "use it with --tasks and hard sharing (equal or uncertainty weighting work everywhere)"
+        )
 
 
 def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: FitConfig) -> TransferModel:
@@ -280,6 +285,8 @@ def _describe(
     sharing = ""
     if len(heads) > 1:
         sharing = f"; {config.sharing} sharing, {config.weighting} weighting"
+        if config.weighting == "gradnorm" and not (strategy.trains_backbone(model) or model.bottleneck):
+            sharing += " (nothing shared is trained, so its weights stay equal)"
         if model.soft_from is not None:
             sharing += f", a copy of stages {model.soft_from}.. per head, soft_l2 {config.soft_l2:g}"
         if model.domain_norms_from is not None:

@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.config import WEIGHTINGS
 from transferlab.model import Outputs, TransferModel
 from transferlab.train.batches import Batch
 
 Parts = dict[str, torch.Tensor]
-WEIGHTINGS = ("equal", "uncertainty")
+GRADNORM_ALPHA = 1.5  # GradNorm's restoring force (Chen et al., ICML 2018; LibMTL's default)
 
 
 class Objective(nn.Module):
@@ -66,11 +67,18 @@ class MultiTask(Objective):
 
     - `equal`: their sum;
     - `uncertainty`: Σ (exp(-s_t) L_t + s_t) / 2 with a learned log-variance s_t per head (Kendall, Gal and
-      Cipolla, CVPR 2018; the form of LibMTL's UW): a task whose loss stays high is weighted down.
+      Cipolla, CVPR 2018; the form of LibMTL's UW): a task whose loss stays high is weighted down;
+    - `gradnorm`: Σ w_t L_t with learned weights w = T·softmax(a) (Chen et al., ICML 2018, as LibMTL
+      parametrises it), trained so that each task's gradient on the shared features, ||∇ w_t L_t||, moves
+      towards the mean norm × (the task's loss ratio L_t / L_t(first batch), over the mean ratio)^α: a task
+      that has learned less gets a larger gradient. The norms are taken on the pooled features the heads share
+      (LibMTL's `rep_grad`), which costs a backward pass through the heads alone, not the backbone.
 
-    A head without a label in the batch adds nothing, and its log-variance gets no gradient. Parts: each head's
-    loss (NaN where it had no label: not measured, left out of the epoch's mean) and weight.
+    A head without a label in the batch adds nothing, and its weight gets no gradient. Parts: each head's loss
+    (NaN where it had no label: not measured, left out of the epoch's mean) and weight.
     """
+
+    first_losses: torch.Tensor | None
 
     def __init__(self, heads: Sequence[str], weighting: str = "equal", label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -80,6 +88,11 @@ class MultiTask(Objective):
         self.weighting = weighting
         self.label_smoothing = label_smoothing
         self.log_vars = nn.Parameter(torch.zeros(len(heads))) if weighting == "uncertainty" else None
+        self.scale_logits = nn.Parameter(torch.zeros(len(heads))) if weighting == "gradnorm" else None
+        # Each task's first measured loss, the reference of its loss ratio: a buffer, so a resumed run keeps it.
+        self.register_buffer(
+            "first_losses", torch.full((len(heads),), torch.nan) if self.scale_logits is not None else None
+        )
 
     def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
         names = list(outputs.logits)
@@ -93,12 +106,41 @@ class MultiTask(Objective):
         present = (targets >= 0).any(0).to(losses.dtype)
         measured = torch.where(present > 0, losses.detach(), torch.nan)
         parts = {f"loss/{name}": measured[k] for k, name in enumerate(names)}
-        if self.log_vars is None:
+        rows = [self.index[name] for name in names]
+        if self.log_vars is not None:
+            log_vars = self.log_vars[rows]
+            loss = ((losses * torch.exp(-log_vars) + log_vars) / 2 * present).sum()
+            weights = torch.exp(-self.log_vars.detach()) / 2
+        elif self.scale_logits is not None:
+            loss = self._gradnorm(losses, present, outputs.features, rows)
+            weights = len(self.index) * torch.softmax(self.scale_logits.detach(), 0)
+        else:
             return (losses * present).sum(), parts
-        log_vars = self.log_vars[[self.index[name] for name in names]]
-        loss = ((losses * torch.exp(-log_vars) + log_vars) / 2 * present).sum()
-        weights = torch.exp(-self.log_vars.detach()) / 2
         return loss, parts | {f"weight/{name}": weights[i] for name, i in self.index.items()}
+
+    def _gradnorm(
+        self, losses: torch.Tensor, present: torch.Tensor, features: torch.Tensor, rows: list[int]
+    ) -> torch.Tensor:
+        """Σ w_t L_t for the model, plus GradNorm's balancing loss for the weights alone (its value left out, so
+        the logged loss stays the tasks' weighted sum)."""
+        assert self.scale_logits is not None and self.first_losses is not None
+        weights = (len(self.index) * torch.softmax(self.scale_logits, 0))[rows]
+        loss = (weights.detach() * losses * present).sum()
+        on = (present > 0).nonzero().flatten().tolist()
+        with torch.no_grad():
+            first = self.first_losses[rows]
+            unset = first.isnan() & (present > 0)
+            self.first_losses[torch.tensor(rows)[unset]] = losses.detach()[unset]
+        if not (features.requires_grad and len(on) > 1):
+            return loss  # no shared trained layer (a frozen backbone), or fewer than two tasks: nothing to balance
+        norms = (
+            torch.stack([torch.autograd.grad(losses[k], features, retain_graph=True)[0].norm() for k in on])
+            * weights[on]
+        )
+        ratios = losses.detach()[on] / self.first_losses[[rows[k] for k in on]]
+        goal = norms.detach().mean() * (ratios / ratios.mean()) ** GRADNORM_ALPHA
+        balance = (norms - goal).abs().sum()
+        return loss + balance - balance.detach()
 
 
 class SoftSharing(Objective):
