@@ -266,13 +266,15 @@ def advise_source(
     weights: str | None = None,
     image_size: int | None = None,
     per_class: int | None = None,
+    task: str | None = None,
     seed: int = 0,
     device: str = "auto",
     target: Source | None = None,
 ) -> Advice:
     """`transferlab advise`: load and decode `source` as `fit` would, then measure and decide; with an
-    unlabelled `target` domain, also measure the shift to it and choose the adaptation method."""
-    dataset = load_source(source, per_class=per_class, seed=seed)
+    unlabelled `target` domain, also measure the shift to it and choose the adaptation method. `task` names the
+    label column of a multi-task CSV manifest to advise for (default: its `label`)."""
+    dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     backbone = create_backbone(backbone_name, weights=weights)
     size = image_size_for(dataset, backbone, image_size)
     data = prepare_for(dataset, backbone, size)

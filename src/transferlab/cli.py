@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 # The settings only multi-task and multi-domain fits read, and those only domain adaptation reads.
 HEADS_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm"}
 ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting"}
+TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"
 # As `adapt` names them, with their choices.
 ADAPT_FLAGS = {"adaptation": ("--method", ADAPTATIONS), "source_weighting": ("--weighting", SOURCE_WEIGHTINGS)}
 
@@ -159,6 +160,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         out_dir=out,
         image_size=args.image_size,
         per_class=args.per_class,
+        task=args.task,
         pretrained=args.pretrained,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else f"{format_probe_table(report)}\nwritten: {out}")
@@ -170,7 +172,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     names = [name.strip() for name in args.backbones.split(",") if name.strip()]
     rows = rank_backbones(
-        args.source, names, image_size=args.image_size, per_class=args.per_class, pretrained=args.pretrained
+        args.source,
+        names,
+        image_size=args.image_size,
+        per_class=args.per_class,
+        task=args.task,
+        pretrained=args.pretrained,
     )
     print(json.dumps([row.__dict__ for row in rows], indent=2) if args.json else format_rank_table(rows))
     return 0
@@ -185,6 +192,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         weights=args.weights,
         image_size=args.image_size,
         per_class=args.per_class,
+        task=args.task,
         seed=args.seed,
         target=args.target,
     )
@@ -224,6 +232,7 @@ def _add_transferability_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="image folder, CSV manifest, or built-in name")
     parser.add_argument("--image-size", type=int, help="default: the size fit would pick for each backbone")
     parser.add_argument("--per-class", type=int, help="use this many train+val images per class")
+    parser.add_argument("--task", help=TASK_HELP)
     parser.add_argument(
         "--no-pretrained", dest="pretrained", action="store_false", help="random weights (run dirs keep theirs)"
     )
@@ -312,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image folder, CSV manifest, or built-in name")
     _add_pretrained_flags(p)
     p.add_argument("--per-class", type=int, help="use this many train+val images per class")
+    p.add_argument("--task", help=TASK_HELP)
     p.add_argument("--target", help="an unlabelled target domain: also measure the shift to it and choose a method")
     p.add_argument(
         "--json", action="store_true", help="keys: situation, strategy, freeze_stages, evidence (adaptation)"

@@ -115,16 +115,18 @@ def run_probe(
     out_dir: Path | None = None,
     image_size: int | None = None,
     per_class: int | None = None,
+    task: str | None = None,
     seed: int = 0,
     pretrained: bool = True,
     device: str = "auto",
 ) -> ProbeReport:
     """Probe every stage of `backbone_name` (a registered name or a run dir) on `source`.
 
-    With `out_dir`, also writes `probe.json` and `probe.png` there.
+    With `out_dir`, also writes `probe.json` and `probe.png` there. `task` names the label column of a
+    multi-task CSV manifest to probe for (default: its `label`).
     """
     backbone = create_backbone(backbone_name, pretrained=pretrained)
-    dataset = load_source(source, per_class=per_class, seed=seed)
+    dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     size = image_size_for(dataset, backbone, image_size)
     stages = probe_stages(backbone, prepare_for(dataset, backbone, size), device=resolve_device(device))
     report = ProbeReport(dataset.name, backbone_name, backbone.weights_source, size, stages)

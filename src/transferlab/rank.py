@@ -38,18 +38,20 @@ def rank_backbones(
     per_class: int | None = None,
     seed: int = 0,
     *,
+    task: str | None = None,
     pretrained: bool = True,
     device: str = "auto",
 ) -> list[RankRow]:
     """Score each backbone in `names` on `source`; rows sorted by LogME, highest first.
 
     Each backbone sees the data at `image_size`, else at the size `fit` would pick for it. Every backbone is
-    built before any is scored, so an unknown name fails at once, not after the others ran.
+    built before any is scored, so an unknown name fails at once, not after the others ran. `task` names the
+    label column of a multi-task CSV manifest to rank for (default: its `label`).
     """
     if not names:
         raise ConfigError("rank needs at least one backbone name")
     backbones = [create_backbone(name, pretrained=pretrained) for name in names]
-    dataset = load_source(source, per_class=per_class, seed=seed)
+    dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     decoded: dict[tuple[int, str], PreparedData] = {}  # backbones that share a size and resampling share a decode
     rows = [
         _score(name, backbone, dataset, image_size_for(dataset, backbone, image_size), decoded, resolve_device(device))

@@ -28,7 +28,10 @@ def read_manifest(csv_path: Path, tasks: list[str] | None = None) -> dict[str, L
         reader.fieldnames = columns
         for needed in ("path", *(tasks or ["label"])):
             if needed not in columns:
-                raise DataError(f"{csv_path} has no '{needed}' column (its columns: {', '.join(columns) or 'none'})")
+                hint = "; name its label columns with --tasks, or one with --task" if needed == "label" else ""
+                raise DataError(
+                    f"{csv_path} has no '{needed}' column (its columns: {', '.join(columns) or 'none'}){hint}"
+                )
         extra = [name for name in columns if name not in _KNOWN and name not in (tasks or [])]
         found: dict[str, LabelledFiles] = {}
         for line, row in enumerate(reader, start=2):

@@ -37,7 +37,8 @@ def load_source(
 
     A `str` that names a built-in (see BUILTINS) loads it, even where a folder of that name exists: write
     './digits' for the folder. `per_class` keeps that many images of each class from train and val together,
-    chosen by `seed`, before val is carved, so train+val hold `per_class` images per class; test stays whole.
+    chosen by `seed`, before val is carved, so train+val hold `per_class` images per class (of several tasks,
+    at least that many labels per class of every task); test stays whole.
     `val_fraction` of each class becomes val when the source has no val split (0 carves none).
     """
     if per_class is not None and per_class < 1:
@@ -45,8 +46,6 @@ def load_source(
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     several = tasks is not None and list(tasks) != [DEFAULT_TASK]
-    if several and per_class is not None:
-        raise ConfigError("per_class takes a single task: subsample the manifest itself for several tasks")
     dataset = _read_tasks(source, list(tasks or [])) if several else _read(source)
     _check_classes(dataset)
     splits = dict(dataset.splits)

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferlab.data.types import Split, strata
+from transferlab.data.types import Split, label_matrix, strata
 
 
 def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dict[str, Split]:
     """`per_class` images of each class, drawn by `seed` from train and val together; each stays in its split.
 
-    Only train and val are returned: test is never subsampled, since it measures the model whatever it learned
-    from. Chosen samples keep their source order.
+    Of several tasks, every task draws `per_class` of each of its classes among the images labelled for it, and
+    the union is kept with all its labels (a task can end up with more where another task's draw carries its
+    label too); a missing label is never a class. Only train and val are returned: test is never subsampled,
+    since it measures the model whatever it learned from. Chosen samples keep their source order.
     """
     names = [name for name in ("train", "val") if name in splits]
-    labels = np.concatenate([strata(splits[name].labels) for name in names])
+    matrix = label_matrix(np.concatenate([splits[name].labels for name in names]))
     owner = np.concatenate([np.full(len(splits[name]), k) for k, name in enumerate(names)])
     local = np.concatenate([np.arange(len(splits[name])) for name in names])
     rng = np.random.default_rng(seed)
-    chosen = np.sort(
-        np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
-    )
+    drawn = [
+        rng.permutation(np.flatnonzero(labels == c))[:per_class]
+        for labels in matrix.T
+        for c in np.unique(labels[labels >= 0])
+    ]
+    chosen = np.unique(np.concatenate(drawn))  # sorted: source order
     return {name: splits[name].subset(local[chosen[owner[chosen] == k]]) for k, name in enumerate(names)}
 
 
