@@ -147,3 +147,32 @@ def test_reduced_exif_rotated_jpeg_reports_its_upright_full_size(good: dict[str,
     assert full == (20, 40)
     assert image.size == (5, 10)
     assert image.mode == "RGB"
+
+
+def test_decoding_silences_pillow_s_size_warning_without_changing_the_process_filters(tmp_path, monkeypatch) -> None:
+    import warnings
+
+    from transferlab.data import decode_split
+    from transferlab.data.types import Split
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 40x40 image now draws Pillow's warning, not its error
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(path)
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = decode_split(Split(paths=[path], labels=np.zeros(1, dtype=np.int64)), 8)
+        assert len(decoded.labels) == 1 and not decoded.skipped
+        open_image(path)
+        Image.open(path).load()  # outside transferlab's decoding, Pillow's warning is the user's again
+    assert [w.category for w in caught] == [Image.DecompressionBombWarning]
+    assert warnings.filters == before
+
+
+def test_a_bug_in_transferlab_surfaces_as_itself_not_as_a_corrupt_image(good, monkeypatch) -> None:
+    def broken(image):
+        raise RuntimeError("a bug, not a bad file")
+
+    monkeypatch.setattr(decode, "to_rgb", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        open_image(good["RGB"])

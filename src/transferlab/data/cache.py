@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transferlab.data.decode import DEFAULT_MAX_PIXELS, BadImage, open_scaled
+from transferlab.data.decode import DEFAULT_MAX_PIXELS, BadImage, open_scaled, quiet_size_warnings
 from transferlab.data.types import DEFAULT_TASK, Dataset, Skipped, Split, label_matrix
 from transferlab.errors import ConfigError, DataError
 
@@ -149,7 +149,7 @@ def _decode_files(
         out[i] = _square(image, out.shape[-1], resample)
         return full_size
 
-    with ThreadPoolExecutor(workers) as pool:
+    with quiet_size_warnings(), ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(decode, range(len(paths))))
     kept: list[int] = []
     sizes: list[tuple[int, int]] = []

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 import stat
+import struct
 import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +30,9 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WHITE = (255, 255, 255, 255)
 _EXIF_ORIENTATION = 0x0112
 
-# We enforce our own cap with a clearer message, so Pillow's warning for big-but-allowed images is only noise.
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# What Pillow's decoders and the OS raise on broken input. Anything else is transferlab's own bug, and must
+# surface as one, not as "corrupt image" on every file.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
 class BadImage(Exception):
@@ -53,9 +58,20 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+@contextmanager
+def quiet_size_warnings() -> Iterator[None]:
+    """Silence Pillow's warning for big-but-allowed images while decoding: we enforce our own cap with a clearer
+    message. Enter it once around a whole decoding pass, never per file from several threads: `catch_warnings`
+    swaps the process's filters, and interleaved threads would leave them changed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode `path` fully into an upright RGB image, or raise BadImage saying why it cannot be used."""
-    return open_scaled(path, max_pixels)[0]
+    with quiet_size_warnings():
+        return open_scaled(path, max_pixels)[0]
 
 
 def open_scaled(
@@ -81,9 +97,7 @@ def open_scaled(
             full = (height, width) if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
             # Not in place: the upright copy outlives the `with`, which closes `img` and its file.
             return to_rgb(ImageOps.exif_transpose(img)), full
-    except (BadImage, MemoryError):
-        raise
-    except Exception as err:  # decoders meet every kind of broken input: each must become a reason, not a crash
+    except DECODE_ERRORS as err:  # decoders meet every kind of broken input: each must become a reason
         raise BadImage(_reason(err)) from err
 
 

@@ -1,20 +1,19 @@
-"""PNG plots for a run dir (matplotlib, headless)."""
+"""PNG plots for a run dir. They draw on `Figure` objects, not pyplot: no backend is chosen or switched, so a
+notebook user's stays theirs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Training and validation loss, and validation accuracy, per epoch."""
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [row["train_loss"] for row in history], label="train")
     left.plot(epochs, [row["val_loss"] for row in history], label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -23,12 +22,12 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
     size = max(4.0, 0.5 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=90)
     ax.set_yticks(range(len(classes)), classes)
@@ -39,4 +38,3 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
