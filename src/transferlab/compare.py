@@ -9,6 +9,7 @@ from typing import Any
 from transferlab._atomic import write_json_atomic
 from transferlab.config import FitConfig
 from transferlab.fitting import Source, fit
+from transferlab.report.plots import plot_compare
 
 
 def trainable_parameters(result: Any) -> int:
@@ -51,22 +52,3 @@ def format_compare(rows: list[dict]) -> str:
     if rows:
         lines.append(f"(scored on the {rows[0]['evaluated_on']} split)")
     return "\n".join(lines)
-
-
-def plot_compare(rows: list[dict], path: Path) -> None:
-    from transferlab.report.plots import plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-    bars = ax.bar([r["strategy"] for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
-    for bar, row in zip(bars, rows, strict=True):
-        ax.annotate(
-            f"{100 * row['accuracy']:.1f}%\n{row['seconds']:.0f} s",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set(ylabel=f"{rows[0]['evaluated_on']} accuracy (%)", title="strategies compared", ylim=(0, 105))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -5,6 +5,8 @@ The resolved config is saved in the run dir as `config.yaml`, so a run can be re
 
 from __future__ import annotations
 
+import numbers
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import yaml
 
 from transferlab.errors import ConfigError
 
+STRATEGY_NAMES = ("auto", "head", "partial:K", "full", "scratch")  # see strategies.py
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
@@ -86,6 +89,8 @@ class FitConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        self._check_types()
+        check_strategy_name(self.strategy)
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
@@ -107,6 +112,24 @@ class FitConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.cached_views is not None and self.cached_views < 0:
             raise ConfigError(f"cached_views must be 0 or more, got {self.cached_views}")
+
+    def _check_types(self) -> None:
+        """Each setting has its declared type, so that `seed: "1"` in a YAML file fails here, in one line, not
+        deep inside numpy after the data was decoded."""
+        for field in fields(self):
+            value, declared = getattr(self, field.name), str(field.type)
+            if value is None and declared.endswith("| None"):
+                continue
+            kind = declared.removesuffix(" | None")
+            ok = {
+                "int": isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                "float": isinstance(value, numbers.Real) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+                "list[str]": isinstance(value, list) and all(isinstance(item, str) for item in value),
+            }[kind]
+            if not ok:
+                raise ConfigError(f"{field.name} must be {_KIND_NAMES[kind]}, got {value!r}")
 
     def _check_heads(self) -> None:
         """The multi-task and multi-domain settings."""
@@ -180,6 +203,21 @@ class FitConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"config {path} must be a mapping of setting: value")
         return cls.from_dict(values)
+
+
+_KIND_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "list[str]": "a list of text",
+}
+
+
+def check_strategy_name(name: str) -> None:
+    """Refuse a strategy name that is none of STRATEGY_NAMES, before any data is read."""
+    if name not in ("auto", "head", "full", "scratch") and not re.fullmatch(r"partial:\d+", name):
+        raise ConfigError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGY_NAMES)}")
 
 
 def resolve_device(name: str) -> str:

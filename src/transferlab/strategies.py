@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from transferlab.config import check_strategy_name
 from transferlab.errors import ConfigError
 from transferlab.model import TransferModel
-
-STRATEGY_NAMES = ("auto", "head", "partial:K", "full", "scratch")
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,7 @@ class Strategy:
 
 def parse_strategy(name: str) -> Strategy:
     """Parse `head`, `partial:K`, `full` or `scratch` into a Strategy (`auto` is resolved by the advisor)."""
+    check_strategy_name(name)
     if name == "head":
         return Strategy("head", frozen_stages=None)
     if name == "full":
@@ -116,4 +116,4 @@ def parse_strategy(name: str) -> Strategy:
     match = re.fullmatch(r"partial:(\d+)", name)
     if match:
         return Strategy(name, frozen_stages=int(match.group(1)))
-    raise ConfigError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGY_NAMES)}")
+    raise ConfigError("strategy 'auto' is chosen by the advisor: parse the strategy it chose")

@@ -38,3 +38,21 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
+    """`compare`'s accuracy per strategy, with each fit's seconds."""
+    fig = Figure(figsize=(1.2 * len(rows) + 2, 3.5))
+    ax = fig.subplots()
+    bars = ax.bar([r["strategy"] for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
+    for bar, row in zip(bars, rows, strict=True):
+        ax.annotate(
+            f"{100 * row['accuracy']:.1f}%\n{row['seconds']:.0f} s",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set(ylabel=f"{rows[0]['evaluated_on']} accuracy (%)", title="strategies compared", ylim=(0, 105))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

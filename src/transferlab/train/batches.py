@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
@@ -40,9 +41,20 @@ class Batch:
         return self.y.view(len(self.y), -1)
 
 
+STEP_SPAN = 10_007  # the (epoch, step) pairs the arithmetic seed below keeps apart: steps -1 to 10,005
+
+
 def step_seed(seed: int, epoch: int, step: int) -> int:
-    """A distinct, stable seed for each (run seed, epoch, step); step -1 is the epoch's shuffle."""
-    return (seed * 1_000_003 + epoch * 10_007 + step + 1) % (2**63 - 1)
+    """A distinct, stable seed for each (run seed, epoch, step); step -1 is the epoch's shuffle.
+
+    Up to step 10,005 it is plain arithmetic, as it always was, so earlier runs repeat exactly. From there on
+    that arithmetic would hand out the next epoch's seeds again (the view cache numbers its chunks by image
+    index, which gets there on large sets), so those steps take a hash of the triple instead.
+    """
+    if step + 1 < STEP_SPAN:
+        return (seed * 1_000_003 + epoch * STEP_SPAN + step + 1) % (2**63 - 1)
+    entropy = [seed % 2**64, epoch + 1, step + 1]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _generator(seed: int) -> torch.Generator:

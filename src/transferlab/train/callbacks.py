@@ -128,14 +128,14 @@ class Progress(Callback):
                 transient=True,
             )
             self.progress.start()
-            total = (trainer.config.epochs or 1) * len(trainer.train)
+            total = trainer.total_steps
             done = trainer.state.epoch * len(trainer.train) + trainer.state.step
             self.task = self.progress.add_task("training", total=total, completed=done, info="")
 
     def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         self.last_parts = parts  # the epoch line shows the task weights and distances as training left them
         if self.progress is not None:
-            info = f"epoch {trainer.state.epoch + 1}/{trainer.config.epochs} loss {loss:.3f}"
+            info = f"epoch {trainer.state.epoch + 1}/{trainer.epochs} loss {loss:.3f}"
             self.progress.update(self.task, advance=1, info=info)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:

@@ -117,9 +117,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         strategy.freeze(model)
         self.objective = objective or CrossEntropy(config.label_smoothing)
-        lr = config.lr or 1e-3
+        if config.epochs is None or config.lr is None:
+            raise ValueError("the Trainer takes a resolved config (defaults.resolve): epochs and lr must be set")
+        self.epochs: int = config.epochs
         self.optimizer = build_optimizer(
-            config, strategy.param_groups(model, lr) + objective_groups(self.objective, lr)
+            config, strategy.param_groups(model, config.lr) + objective_groups(self.objective, config.lr)
         )
         horizon = config.ema_epochs * len(train)
         self.average = WeightAverage(model, horizon) if horizon > 0 else None
@@ -158,12 +160,12 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return (self.config.epochs or 1) * len(self.train)
+        return self.epochs * len(self.train)
 
     def fit(self) -> TrainState:
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        while self.state.epoch < (self.config.epochs or 1) and self.stop_reason is None:
+        while self.state.epoch < self.epochs and self.stop_reason is None:
             self._run_epoch()
         self.state.stop_reason = self.stop_reason or "completed all epochs"
         self.state.elapsed, self._started = self.elapsed, time.monotonic()

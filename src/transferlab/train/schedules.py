@@ -9,13 +9,15 @@ from transferlab.config import FitConfig
 
 def lr_factor(config: FitConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate at `step` (0-based) of `epoch` (0-based)."""
-    total = max(1, config.epochs * steps_per_epoch) if config.epochs else 1
+    if config.epochs is None:
+        raise ValueError("lr_factor takes a resolved config (defaults.resolve): epochs must be set")
+    total = max(1, config.epochs * steps_per_epoch)
     progress = min(1.0, (epoch * steps_per_epoch + step) / total)
     if config.schedule == "step":
         # The classic fine-tuning recipe: drop the rate by `gamma` every `step_size` epochs.
         return config.gamma ** (epoch // config.step_size)
     if config.schedule == "cosine":
-        warmup = min(0.05, 1.0 / max(1, config.epochs or 1))
+        warmup = min(0.05, 1.0 / config.epochs)
         if progress < warmup:
             return (progress + 1e-3) / (warmup + 1e-3)
         return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))

@@ -26,7 +26,9 @@ def warm_start_head(
     """Train only the heads on clean cached features, minimising `objective`; returns their validation
     accuracy (the mean over heads)."""
     strategy = parse_strategy("head")
-    steps_per_epoch = max(1, data.train_images // (config.batch_size or 1))
+    if config.batch_size is None:
+        raise ValueError("warm_start_head takes a resolved config (defaults.resolve): batch_size must be set")
+    steps_per_epoch = max(1, data.train_images // config.batch_size)
     head_config = config.updated(
         strategy="head",
         augment="none",
