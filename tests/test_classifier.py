@@ -6,28 +6,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn.exceptions
 from PIL import Image
 
 import transferlab
 from tests.conftest import TINY
 from transferlab.classifier import NotFittedError, TransferClassifier
+from transferlab.errors import TransferlabError
 
 
 @pytest.fixture(scope="module")
 def fitted(digits, tiny_weights, tmp_path_factory) -> TransferClassifier:
     clf = TransferClassifier(
-        backbone=TINY, strategy="head", weights=str(tiny_weights), image_size=32, epochs=3, per_class=40
+        backbone=TINY, strategy="head", weights=str(tiny_weights), image_size=32, epochs=10, lr=0.01, per_class=40
     )
     return clf.fit(digits, out=tmp_path_factory.mktemp("run"))
 
 
-def test_unfitted_estimator_refuses_to_predict() -> None:
-    with pytest.raises(NotFittedError, match="not fitted"):
+def test_unfitted_estimator_refuses_to_predict_with_scikit_learn_s_error() -> None:
+    with pytest.raises(NotFittedError, match="not fitted") as error:
         TransferClassifier().predict(np.zeros((1, 8, 8), np.uint8))
+    assert isinstance(error.value, sklearn.exceptions.NotFittedError)
 
 
-def test_learned_state_ends_in_underscore(fitted: TransferClassifier) -> None:
-    assert fitted.classes_ == ["0", "1", "2"]
+def test_learned_state_ends_in_underscore_and_classes_are_the_labels_as_given(fitted: TransferClassifier) -> None:
+    assert fitted.classes_.tolist() == [0, 1, 2]  # ints in, ints out
+    assert fitted.predict(np.zeros((2, 8, 8), np.uint8)).dtype.kind == "i"
     assert fitted.image_size_ == 32
     assert fitted.run_dir_.is_dir()
 
@@ -37,7 +41,8 @@ def test_save_load_predict_gives_identical_probabilities(fitted, digits, tmp_pat
     fitted.save(tmp_path / "saved")
     again = transferlab.load(tmp_path / "saved")
     assert np.array_equal(fitted.predict_proba(images), again.predict_proba(images))
-    assert again.predict(images) == fitted.predict(images)
+    assert np.array_equal(again.predict(images), fitted.predict(images))
+    assert again.classes_.tolist() == [0, 1, 2]  # saved with the model
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["model.json", "model.safetensors"]
 
 
@@ -54,9 +59,13 @@ def test_predict_paths_reports_a_corrupt_file_and_goes_on(fitted, digits, tmp_pa
     assert set(bad) == {"broken.png", "missing.png"}
 
 
-def test_score_is_accuracy_on_the_test_split(fitted, digits) -> None:
-    accuracy = fitted.score(digits)
+def test_score_is_accuracy_of_predict_and_a_source_without_a_test_split_is_refused(fitted, digits) -> None:
+    images, labels = digits
+    accuracy = fitted.score(images, labels)
+    assert accuracy == np.mean(fitted.predict(images) == labels)
+    assert accuracy > 0.6  # three classes: chance is 1/3
     scores = fitted.evaluate(digits, split="all")
-    assert 0.0 <= accuracy <= 1.0
-    assert scores["count"] == len(digits[1])
+    assert scores["count"] == len(labels) and scores["accuracy"] == pytest.approx(accuracy)
     assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion", "top_losses"}
+    with pytest.raises(TransferlabError, match="no test split to score"):
+        fitted.score(digits)  # it would score training images

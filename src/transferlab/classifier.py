@@ -1,24 +1,28 @@
-"""The Python API, in scikit-learn's estimator shape: `__init__` stores, `fit` builds and returns self,
-learned state ends in `_`, and predicting refuses an unfitted estimator."""
+"""The Python API: a scikit-learn estimator. `__init__` stores its named parameters, `fit` builds and returns
+self, learned state ends in `_`, and an unfitted estimator refuses with scikit-learn's NotFittedError, so
+`clone`, `cross_val_score`, `GridSearchCV` and `Pipeline` work on it."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils import Tags
 
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Split, load_source, prepare
 from transferlab.data.cache import decode_split
-from transferlab.data.decode import IMAGE_EXTENSIONS
+from transferlab.data.folder import read_unlabelled
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.data.types import DEFAULT_TASK
-from transferlab.errors import TransferlabError
+from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.model import TransferModel, load_model, save_model
 
@@ -28,44 +32,125 @@ if TYPE_CHECKING:
 ImagesLike = Sequence[str | Path] | np.ndarray
 
 
-class NotFittedError(TransferlabError):
-    """predict/score/save before fit."""
+class NotFittedError(TransferlabError, SklearnNotFittedError):
+    """predict/score/save before fit: scikit-learn's NotFittedError, and one of transferlab's errors."""
 
 
-class TransferClassifier:
+class TransferClassifier(ClassifierMixin, BaseEstimator):
     """Fit a pretrained backbone to your images.
 
-    >>> clf = TransferClassifier(backbone="tf_efficientnet_lite0", strategy="full").fit("fashion-mnist-sample")
+    >>> clf = TransferClassifier(strategy="full").fit(images, labels)       # uint8 [N, H, W(, 3)], any labels
+    >>> clf = TransferClassifier().fit("fashion-mnist-sample")               # or a folder, CSV, built-in
     >>> clf.predict(["shoe.png"])
 
-    Keyword arguments are FitConfig fields (`epochs`, `lr`, `image_size`, `time_limit`, ...).
+    The parameters are FitConfig's settings of the same name, with its defaults (None: chosen from the data).
+    `config` takes any other FitConfig setting, as a dict (`{"label_smoothing": 0.0}`).
     """
 
-    def __init__(self, backbone: str = "tf_efficientnet_lite0", strategy: str = FitConfig.strategy, **settings: Any):
+    def __init__(
+        self,
+        backbone: str = FitConfig.backbone,
+        weights: str | None = FitConfig.weights,
+        strategy: str = FitConfig.strategy,
+        epochs: int | None = FitConfig.epochs,
+        lr: float | None = FitConfig.lr,
+        batch_size: int | None = FitConfig.batch_size,
+        image_size: int | None = FitConfig.image_size,
+        augment: str = FitConfig.augment,
+        per_class: int | None = FitConfig.per_class,
+        time_limit: float | None = FitConfig.time_limit,
+        seed: int = FitConfig.seed,
+        device: str = FitConfig.device,
+        tasks: str | None = FitConfig.tasks,
+        weighting: str = FitConfig.weighting,
+        sharing: str = FitConfig.sharing,
+        soft_l2: float = FitConfig.soft_l2,
+        adaptation: str = FitConfig.adaptation,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.backbone = backbone
+        self.weights = weights
         self.strategy = strategy
-        self.settings = settings
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.augment = augment
+        self.per_class = per_class
+        self.time_limit = time_limit
+        self.seed = seed
+        self.device = device
+        self.tasks = tasks
+        self.weighting = weighting
+        self.sharing = sharing
+        self.soft_l2 = soft_l2
+        self.adaptation = adaptation
+        self.config = config
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        # Images ([N, H, W(, C)] arrays or file paths), not a 2-D table of features.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        return tags
+
+    def fit_config(self) -> FitConfig:
+        """The FitConfig this estimator's parameters describe."""
+        named = {name: value for name, value in self.get_params().items() if name != "config"}
+        others = dict(self.config or {})
+        both = sorted(set(others) & set(named))
+        if both:
+            raise ConfigError(f"set {', '.join(both)} as the estimator's parameter, not in config")
+        return FitConfig().updated(**others).updated(**named)
 
     def fit(
-        self, source: Sources, out: str | Path | None = None, quiet: bool = True, target: Source | None = None
+        self,
+        X: Sources | ImagesLike,  # noqa: N803 (scikit-learn's name)
+        y: Sequence[Any] | np.ndarray | None = None,
+        *,
+        out: str | Path | None = None,
+        quiet: bool = True,
+        target: Source | None = None,
     ) -> TransferClassifier:
-        """Train on `source` (folder, CSV, built-in name, or `(images, labels)` arrays; for several domains,
-        {domain: source}); returns self. Settings `tasks="age,gender"` fit a head per CSV label column.
-        `target`: unlabelled images of the domain to adapt to (or the setting `target="folder"`), with the
-        setting `adaptation=` choosing the method (default `auto`)."""
+        """Train on images `X` with labels `y` (a uint8 array [N, H, W(, C)] or a list of image paths), or on a
+        source `X` alone: a folder, CSV, built-in name, `(images, labels)`, or {domain: source} for several
+        domains. Returns self.
+
+        `out` keeps the run dir (checkpoints, metrics, plots); without it the run trains in a temporary folder
+        that is removed when fit returns (the fitted model lives on in memory: `save` writes it). `target`:
+        unlabelled images of the domain to adapt to, with `adaptation` choosing the method.
+        """
         from transferlab.fitting import fit
 
-        config = FitConfig(backbone=self.backbone, strategy=self.strategy).updated(**self.settings)
-        run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="transferlab-"))
-        result = fit(source, config, run_dir, quiet=quiet, target=target)
-        self._set_fitted(result.model, result.heads, result.image_size, run_dir)
+        config = self.fit_config()
+        if isinstance(X, tuple) and len(X) == 2 and y is None:  # (images, labels): the labels as given
+            images, labels = cast("tuple[ImagesLike, np.ndarray]", X)
+            return self.fit(images, labels, out=out, quiet=quiet, target=target)
+        if isinstance(X, (np.ndarray, list)) != (y is not None):
+            raise TransferlabError("give images with their labels, fit(X, y), or a source alone, fit(source)")
+        source, label_values = (cast("Sources", X), None) if y is None else _labelled(cast(ImagesLike, X), y)
+        with tempfile.TemporaryDirectory(prefix="transferlab-") as scratch:
+            run_dir = Path(out) if out else Path(scratch) / "run"
+            result = fit(source, config, run_dir, quiet=quiet, target=target)
+            self._set_fitted(result.model, result.heads, result.image_size, run_dir if out else None, label_values)
         self.scores_ = result.scores
         return self
 
-    def _set_fitted(self, model: TransferModel, heads: dict[str, list[str]], image_size: int, run_dir: Path) -> None:
+    def _set_fitted(
+        self,
+        model: TransferModel,
+        heads: dict[str, list[str]],
+        image_size: int,
+        run_dir: Path | None,
+        label_values: list[Any] | None = None,
+    ) -> None:
+        """`run_dir`: where the run was kept (None: trained in a removed temporary folder). `label_values`: the
+        labels as `fit(X, y)` was given them, in the order of the primary head's class names."""
         self.model_, self.heads_, self.image_size_, self.run_dir_ = model, heads, image_size, run_dir
-        self.classes_ = next(iter(heads.values()))  # the primary head's, as for a single task
-        self.device_ = resolve_device(self.settings.get("device", "auto"))
+        # The primary head's labels, as given (scikit-learn's `classes_`): ints stay ints; class names otherwise.
+        self.classes_ = np.asarray(label_values if label_values is not None else next(iter(heads.values())))
+        self.device_ = resolve_device(self.device)
         # One layout for a fitted and a loaded model, so that both give bit-identical probabilities; channels-last
         # is the faster one on CPU (see benchmarks/throughput.py).
         self.model_.to(self.device_).to(memory_format=torch.channels_last).eval()
@@ -117,11 +202,13 @@ class TransferClassifier:
             raise TransferlabError(f"cannot read {len(failed)} image(s), first {failed[0][0]}: {failed[0][1]}")
         return self._probabilities(tensor, domain)[heads[0]].numpy()
 
-    def predict(self, images: ImagesLike, task: str | None = None, domain: str | None = None) -> list[str]:
-        """The most probable class name for each image (of `task`, or of `domain`'s head)."""
+    def predict(self, images: ImagesLike, task: str | None = None, domain: str | None = None) -> np.ndarray:
+        """The most probable class of each image: the primary head's as `classes_` holds them, another task's
+        (`task`) or a domain's head (`domain`) as class names."""
         probs = self.predict_proba(images, task, domain)
         heads, _ = self._heads(task, domain)
-        return [self.heads_[heads[0]][i] for i in probs.argmax(axis=1)]
+        classes = self.classes_ if heads[0] == next(iter(self.heads_)) else np.asarray(self.heads_[heads[0]])
+        return classes[probs.argmax(axis=1)]
 
     def predict_paths(
         self, paths: Sequence[Path], top_k: int = 3, task: str | None = None, domain: str | None = None
@@ -133,7 +220,7 @@ class TransferClassifier:
         """
         self._check_fitted()
         heads, domain = self._heads(task, domain)
-        files = [f for p in paths for f in _image_files(Path(p))]
+        files = [f for p in map(Path, paths) for f in (read_unlabelled(p) if p.is_dir() else [p] * p.exists())]
         tensor, kept, failed = self._decode(files)
         probs = self._probabilities(tensor, domain)
         tops = {head: _top(probs[head], self.heads_[head], top_k) for head in heads}
@@ -176,15 +263,30 @@ class TransferClassifier:
         }
         return scores[heads[0]] if len(scores) == 1 else {"tasks": scores}
 
-    def score(self, source: str | Path | tuple) -> float:
-        """Accuracy on `source` (its test split when it has one), as scikit-learn's `score`."""
-        return float(self.evaluate(source)["accuracy"])
+    def score(
+        self,
+        X: Source | ImagesLike,  # noqa: N803 (scikit-learn's name)
+        y: Sequence[Any] | np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> float:
+        """Accuracy: of `predict(X)` against labels `y`, as scikit-learn scores; or, with `X` a source alone, on
+        its test split (a source without one is refused: scoring train or val would flatter the model)."""
+        if y is not None:
+            return float(super().score(X, y, sample_weight))
+        self._check_fitted()
+        dataset_splits = load_source(X).splits  # type: ignore[arg-type]
+        if "test" not in dataset_splits:
+            raise TransferlabError(
+                f"this source has no test split to score (it has {', '.join(dataset_splits)}): give labels, "
+                "or use evaluate(source, split=...) and name the split"
+            )
+        return float(self.evaluate(X, split="test")["accuracy"])  # type: ignore[arg-type]
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + model.json to `directory`; `transferlab.load` rebuilds from them alone."""
         self._check_fitted()
         extra = {"classes": self.heads_, "strategy": self.strategy, "image_size": self.image_size_}
-        save_model(self.model_, Path(directory), extra)
+        save_model(self.model_, Path(directory), extra | {"label_values": self.classes_.tolist()})
         return Path(directory)
 
 
@@ -192,7 +294,7 @@ def load(directory: str | Path, device: str = "auto") -> TransferClassifier:
     """A fitted TransferClassifier from a run dir (or any folder written by `save`)."""
     model, meta = load_model(Path(directory))
     clf = TransferClassifier(backbone=meta["backbone"], strategy=meta["strategy"], device=device)
-    clf._set_fitted(model, meta["classes"], meta["image_size"], Path(directory))
+    clf._set_fitted(model, meta["classes"], meta["image_size"], Path(directory), meta.get("label_values"))
     return clf
 
 
@@ -226,12 +328,13 @@ def _matching_domain(heads: dict[str, list[str]], classes: list[str]) -> str:
     return matching[0]
 
 
-def _image_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-    return [path] if path.exists() else []
+def _labelled(images: ImagesLike, labels: Sequence[Any] | np.ndarray) -> tuple[Source, list[Any]]:
+    """(a source, the distinct labels in class order) from images and labels as scikit-learn passes them."""
+    values = np.unique(np.asarray(labels))
+    names = [str(value) for value in values]
+    if len(set(names)) < len(names):
+        raise TransferlabError("two labels read the same as text (1 and '1'?): give labels of one type")
+    index = np.searchsorted(values, np.asarray(labels))
+    if isinstance(images, np.ndarray):
+        return (images, index, names), values.tolist()
+    return (list(map(Path, images)), index, names), values.tolist()

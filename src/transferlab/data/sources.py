@@ -18,7 +18,8 @@ from transferlab.data.splitting import carve, per_class_subset
 from transferlab.data.types import DEFAULT_TASK, SPLITS, Dataset, LabelledFiles, Split, label_matrix
 from transferlab.errors import ConfigError, DataError
 
-# A folder or CSV path, a built-in name, or in memory: (images, labels) or (images, labels, class_names).
+# A folder or CSV path, a built-in name, or in memory: (images, labels) or (images, labels, class_names), where
+# `images` is an array or a list of image file paths.
 Source = str | Path | tuple[Any, ...]
 
 
@@ -60,7 +61,7 @@ def load_source(
 
 def _read(source: Source) -> Dataset:
     if isinstance(source, tuple):
-        return from_arrays(*source)
+        return from_files(*source) if isinstance(source[0], list) else from_arrays(*source)
     if isinstance(source, str) and source in BUILTINS:
         return load_builtin(source)
     path = Path(source).expanduser()
@@ -136,6 +137,16 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, class_names: list[str] |
         raise DataError(f"got {len(batch)} images but labels of shape {labels.shape}: need one label per image")
     classes, index = _label_index(labels, class_names)
     return Dataset("arrays", classes, {"train": Split(labels=index.astype(np.int64), arrays=batch)})
+
+
+def from_files(paths: list[str | Path], labels: np.ndarray, class_names: list[str] | None = None) -> Dataset:
+    """A Dataset (train only) from image file paths and their labels (as for `from_arrays`); the files are
+    decoded, and bad ones skipped, as a folder's are."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(paths):
+        raise DataError(f"got {len(paths)} image paths but labels of shape {labels.shape}: need one label per image")
+    classes, index = _label_index(labels, class_names)
+    return Dataset("files", classes, {"train": Split(labels=index.astype(np.int64), paths=[Path(p) for p in paths])})
 
 
 def _image_batch(images: np.ndarray) -> np.ndarray:
