@@ -37,9 +37,11 @@ from transferlab.config import resolve_device
 from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW, image_size_for, prepare_for
+from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW
 from transferlab.logistic import probe_accuracies
 from transferlab.probe import stage_features
+from transferlab.run_backbone import open_backbone
+from transferlab.sizing import image_size_for, prepare_for
 from transferlab.transferability import logme
 
 # Fewer labelled images per class than this is a "small" target set.
@@ -119,6 +121,12 @@ class Advice:
         return plain | {"evidence": evidence} | adaptation
 
 
+def peak_stage(stage_probe: list[float]) -> int:
+    """The first stage whose probe accuracy is within PEAK_TOLERANCE of the best: where the features peak."""
+    best = max(stage_probe)
+    return next(i for i, accuracy in enumerate(stage_probe) if accuracy >= best - PEAK_TOLERANCE)
+
+
 def _subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     picks = [
@@ -170,7 +178,6 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
     *stage_probe, random_probe = _probes(
         [*zip(train_x, val_x, strict=True), (random_train[-1], random_val[-1])], train_y, val_y
     )
-    best = max(stage_probe)
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
     return Evidence(
@@ -183,7 +190,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         logme_pretrained=logme(train_x[-1], train_y),
         logme_random=logme(random_train[-1], train_y),
         source_confidence=_source_confidence(pretrained, np.concatenate([train_x[-1], val_x[-1]])),
-        peak_stage=next(i for i, acc in enumerate(stage_probe) if acc >= best - PEAK_TOLERANCE),
+        peak_stage=peak_stage(stage_probe),
         seconds=round(time.monotonic() - start, 2),
     )
 
@@ -275,7 +282,7 @@ def advise_source(
     unlabelled `target` domain, also measure the shift to it and choose the adaptation method. `task` names the
     label column of a multi-task CSV manifest to advise for (default: its `label`)."""
     dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
-    backbone = create_backbone(backbone_name, weights=weights)
+    backbone = open_backbone(backbone_name, weights=weights)
     size = image_size_for(dataset, backbone, image_size)
     data = prepare_for(dataset, backbone, size)
     device = resolve_device(device)

@@ -5,18 +5,9 @@ Each choice is a measured trade-off; `benchmarks/` holds the measurements behind
 
 from __future__ import annotations
 
-from transferlab.backbones import Backbone
 from transferlab.config import FitConfig
-from transferlab.data import Dataset, PreparedData, prepare
-from transferlab.data.decode import native_size
 from transferlab.strategies import Strategy
 
-# Images much smaller than the backbone's native input (28 px Fashion-MNIST, 8 px digits) are upsampled to
-# this working size rather than to 224 px: most of the accuracy for a fraction of the time. Measured here,
-# full fine-tune of tf_efficientnet_lite0 on Fashion-MNIST, 100 images per class, 15 epochs, 2,000 test
-# images: 64 px 85.4% in 222 s (with the head warm start), 96 px 86.7% in 306 s (without it). Linear
-# probes: 82.1% at 64 px, 84.8% at 224 px, in 20x the time.
-SMALL_IMAGE_SIZE = 96
 # Below this many training images per class, the set is "small": augment harder.
 STRONG_AUGMENT_BELOW = 50
 HEAD_EPOCHS = 30  # a linear head on cached features: epochs cost almost nothing
@@ -29,10 +20,6 @@ MIN_STEPS = {"head": 300, "train": 150}
 MAX_EPOCHS = 200
 BATCH_SIZE = 32
 MIN_BATCH_SIZE = 8
-# Batch of every no-grad pass (feature cache, probes, evaluation). On this 2-core CPU, tf_efficientnet_lite0
-# at 128 px in channels-last ran at 5.0 ms per image in batches of 32 and 6.0 ms in batches of 64: a smaller
-# batch's activations stay in the CPU cache.
-INFERENCE_BATCH = 32
 BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
 # Augmented views cached per image. A linear head with light augmentation gains nothing from more: head,
 # Fashion-MNIST 100/class, 128 px, 10 epochs, 2,000 test images: 1 view 82.4% in 7.2 s, fresh augmentation
@@ -40,21 +27,6 @@ BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
 # sets, where views are cheap) and trained stages after a cached prefix want more variety: one view of a
 # strongly augmented 10-per-class set cost a head 16 points (49.9% against 66.2%).
 CACHED_VIEWS = {"head": 1, "more": 4}
-
-
-def working_size(native: int, backbone_size: int) -> int:
-    """The backbone's own input size for photos; a smaller working size for small images."""
-    return backbone_size if native >= backbone_size * 0.75 else min(backbone_size, max(SMALL_IMAGE_SIZE, native))
-
-
-def image_size_for(dataset: Dataset, backbone: Backbone, requested: int | None = None) -> int:
-    """`requested`, else the working size for this data and backbone."""
-    return requested or working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
-
-
-def prepare_for(dataset: Dataset, backbone: Backbone, size: int) -> PreparedData:
-    """Decode `dataset` at `size` the way `backbone`'s weights were trained to see images."""
-    return prepare(dataset, size, interpolation=backbone.preprocessing.interpolation)
 
 
 def default_epochs(head_only: bool, steps_per_epoch: int) -> int:

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import INFERENCE_BATCH
+from transferlab.inference import INFERENCE_BATCH, evaluating
 from transferlab.model import TransferModel
 
 
@@ -26,18 +26,18 @@ def probabilities(
     """Softmax class probabilities {head: [N, C]} for decoded uint8 images [N, 3, S, S], every head from one
     pass (a multi-domain model: `domain`'s head), averaged with the mirror images' when the model predicts
     with `test_time_flip`."""
-    model.eval()
     names = [domain] if domain is not None else model.head_names
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, len(images), batch_size):
-        x = normalizer(images[start : start + batch_size], device=device)
-        views = [x, x.flip(-1)] if model.test_time_flip else [x]
-        logits = [model.outputs_from(view, 0, domain).logits for view in views]
-        for name in names:
-            probs = logits[0][name].softmax(dim=1)
-            if model.test_time_flip:
-                probs = (probs + logits[1][name].softmax(dim=1)) / 2
-            chunks[name].append(probs.cpu())
+    with evaluating(model):
+        for start in range(0, len(images), batch_size):
+            x = normalizer(images[start : start + batch_size], device=device)
+            views = [x, x.flip(-1)] if model.test_time_flip else [x]
+            logits = [model.outputs_from(view, 0, domain).logits for view in views]
+            for name in names:
+                probs = logits[0][name].softmax(dim=1)
+                if model.test_time_flip:
+                    probs = (probs + logits[1][name].softmax(dim=1)) / 2
+                chunks[name].append(probs.cpu())
     return {
         name: torch.cat(parts) if parts else torch.empty(0, model.num_classes_of(name))
         for name, parts in chunks.items()

@@ -25,17 +25,20 @@ from transferlab.adaptation.methods import (
 )
 from transferlab.adaptation.monitor import DomainGap
 from transferlab.adaptation.target import has_labelled_test
-from transferlab.backbones import Backbone, create_backbone
+from transferlab.backbones import Backbone
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Dataset, DecodedSplit, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import PRESETS, Normalizer
-from transferlab.defaults import image_size_for, prepare_for, resolve
+from transferlab.defaults import resolve
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.fitdata import FitData
-from transferlab.model import WEIGHTS_FILE, TransferModel, save_model
+from transferlab.model import TransferModel, save_model
 from transferlab.report.plots import plot_confusion, plot_curves
+from transferlab.run_backbone import open_backbone
+from transferlab.rundir import RunDir
+from transferlab.sizing import image_size_for, prepare_for
 from transferlab.strategies import Strategy, parse_strategy
 from transferlab.train.batches import Batches
 from transferlab.train.callbacks import (
@@ -104,7 +107,7 @@ def _inputs(
     """(source, target, config): a resumed run takes its settings (and, unless given, its source and target)
     from its own config.yaml; sources given by name or path are recorded in the config, for --resume."""
     if resume:
-        config = FitConfig.load(run_dir / "config.yaml")
+        config = FitConfig.load(RunDir(run_dir).config)
         source = source if source is not None else (config.domain_sources or config.source)
     if source is None and config.domain_sources:
         source = config.domain_sources
@@ -148,7 +151,7 @@ def _choose_strategy(
         echo(f"advisor: measured on {kind} '{head}', the one with the fewest labelled images per class")
     advice = advise(backbone, data.view(head), config.seed, device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "advice.json", advice.to_json() | {"decided_by": head})
+    write_json_atomic(RunDir(run_dir).advice, advice.to_json() | {"decided_by": head})
     echo(advice.explanation)
     # The advisor's settings fill in what the user left automatic; what the user set stays.
     augment = advice.augment if config.augment == "auto" else config.augment
@@ -215,14 +218,14 @@ def build_run(
     device = resolve_device(config.device)
     datasets = _load(source, config)
     scratch = config.strategy == "scratch"  # the structure only: no weights to load
-    backbone = create_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
+    backbone = open_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
     size = max(image_size_for(dataset, backbone, config.image_size) for dataset in datasets.values())
     data = FitData({name: prepare_for(dataset, backbone, size) for name, dataset in datasets.items()})
     if config.strategy == "auto":
         config = _choose_strategy(backbone, data, config, run_dir, device, echo)
     strategy = parse_strategy(config.strategy)
     if not strategy.pretrained and backbone.weights_source != "random":  # the advisor chose scratch
-        backbone = create_backbone(config.backbone, pretrained=False)
+        backbone = open_backbone(config.backbone, pretrained=False)
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
     config, target_data, image_weights = prepare_adaptation(
@@ -239,8 +242,8 @@ def build_run(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        config.save(run_dir / "config.yaml")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        config.save(RunDir(run_dir).config)
+        (RunDir(run_dir).metrics).unlink(missing_ok=True)
     _describe(data, datasets, backbone, strategy, model, config, echo)
     if target_data is not None:
         echo(describe_adaptation(config, target_data))
@@ -298,7 +301,7 @@ def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
     config, run_dir = run.config, run.run_dir
     assert config.patience is not None, "resolve() sets the patience"
     callbacks: list[Callback] = [
-        MetricsLog(run_dir / "metrics.jsonl"),
+        MetricsLog(RunDir(run_dir).metrics),
         BestCheckpoint(lambda trainer: save_model(trainer.eval_model, run_dir, extra)),
         EarlyStopping(config.patience),
         ResumableCheckpoint(),
@@ -366,7 +369,7 @@ def evaluate_run(run: Run) -> dict[str, Any]:
         per_head |= {head: each | {"split": split} for head, each in scored.items()}
     if len(per_head) == 1:
         scores = next(iter(per_head.values()))
-        plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], run.run_dir / "confusion.png")
+        plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], RunDir(run.run_dir).confusion)
     else:
         scores = {
             "accuracy": sum(s["accuracy"] for s in per_head.values()) / len(per_head),
@@ -378,7 +381,7 @@ def evaluate_run(run: Run) -> dict[str, Any]:
             plot_confusion(head_scores["confusion"], run.heads[head], run.run_dir / f"confusion-{head}.png")
     if run.target is not None:
         scores = _with_target(run, scores)
-    write_json_atomic(run.run_dir / "eval.json", scores)
+    write_json_atomic(RunDir(run.run_dir).scores, scores)
     return scores
 
 
@@ -388,18 +391,18 @@ def _with_target(run: Run, source_scores: dict[str, Any]) -> dict[str, Any]:
     if not has_labelled_test(run.target):
         return source_scores | {"target": None}
     (scores,) = _score_split(run, run.target.splits["test"], None).values()
-    plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], run.run_dir / "confusion.png")
+    plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], RunDir(run.run_dir).confusion)
     return scores | {"split": "target test", "source": source_scores}
 
 
 def finish_run(run: Run, state: TrainState) -> FitResult:
     """Load the kept model, plot the curves, score it, and write summary.json."""
-    run.model.load_state_dict(load_file(run.run_dir / WEIGHTS_FILE))
+    run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
     if run.target is not None and run.config.adaptation == "adabn":
         adapt_batchnorm(run.model, run.data.sources[""], run.target, run.config, run.device)
         save_model(run.model, run.run_dir, model_extra(run))
         run.echo("adabn: every BatchNorm layer's statistics aligned to normalise the target as it did the source")
-    plot_curves(state.history, run.run_dir / "curves.png")
+    plot_curves(state.history, RunDir(run.run_dir).curves)
     scores = evaluate_run(run)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
@@ -420,7 +423,7 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
         "accuracy": scores["accuracy"],
         "evaluated_on": scores["split"],
     }
-    write_json_atomic(run.run_dir / "summary.json", summary)
+    write_json_atomic(RunDir(run.run_dir).summary, summary)
     assert run.config.image_size is not None, "build_run sets the image size"
     return FitResult(run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size)
 

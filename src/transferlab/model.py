@@ -18,11 +18,10 @@ from transferlab.backbones import Backbone, Preprocessing, create_backbone
 from transferlab.data.types import DEFAULT_TASK
 from transferlab.domain_norm import DomainNorm, split_batchnorms
 from transferlab.errors import TransferlabError
+from transferlab.rundir import RunDir
 
 # 2: named heads (tasks or domains) and the sharing mode. Version-1 run dirs (one head) still load.
 FORMAT_VERSION = 2
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 
 
 @dataclass
@@ -208,15 +207,15 @@ class TransferModel(nn.Module):
 def save_model(model: TransferModel, directory: Path, extra: dict[str, Any]) -> None:
     """Write `model.safetensors` then `model.json` (structure + `extra`: classes, strategy, image size...)."""
     directory = Path(directory)
-    write_tensors_atomic(directory / WEIGHTS_FILE, model.state_dict())
-    write_json_atomic(directory / META_FILE, {"format_version": FORMAT_VERSION, **model.describe(), **extra})
+    write_tensors_atomic(RunDir(directory).weights, model.state_dict())
+    write_json_atomic(RunDir(directory).meta, {"format_version": FORMAT_VERSION, **model.describe(), **extra})
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
     """model.json, with a version-1 file's one head and class list lifted into version 2's shape."""
-    path = Path(directory) / META_FILE
+    path = RunDir(Path(directory)).meta
     if not path.is_file():
-        raise TransferlabError(f"{directory} is not a transferlab model: no {META_FILE} in it")
+        raise TransferlabError(f"{directory} is not a transferlab model: no {path.name} in it")
     meta = json.loads(path.read_text())
     version = meta.get("format_version")
     if version == 1:
@@ -230,9 +229,9 @@ def read_meta(directory: Path) -> dict[str, Any]:
 def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
     """Rebuild a saved model from `model.json` alone, then load its weights strictly."""
     meta = read_meta(directory)
-    weights = Path(directory) / WEIGHTS_FILE
+    weights = RunDir(Path(directory)).weights
     if not weights.is_file():
-        raise TransferlabError(f"{directory} has no {WEIGHTS_FILE}: the run ended before its first checkpoint")
+        raise TransferlabError(f"{directory} has no {weights.name}: the run ended before its first checkpoint")
     backbone = create_backbone(meta["backbone"], pretrained=False)
     backbone.preprocessing = Preprocessing(**{k: _tuple(v) for k, v in meta["preprocessing"].items()})
     backbone.weights_source = meta["weights_source"]

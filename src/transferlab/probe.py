@@ -15,13 +15,15 @@ import torch
 from matplotlib.figure import Figure
 
 from transferlab._atomic import write_json_atomic
-from transferlab.backbones import Backbone, create_backbone
+from transferlab.backbones import Backbone
 from transferlab.config import resolve_device
 from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import INFERENCE_BATCH, image_size_for, prepare_for
+from transferlab.inference import INFERENCE_BATCH, evaluating
 from transferlab.logistic import probe_accuracies
+from transferlab.run_backbone import open_backbone
+from transferlab.sizing import image_size_for, prepare_for
 from transferlab.transferability import logme
 
 
@@ -63,17 +65,13 @@ def stage_features(
     Each batch goes through the network once, each stage feeding the next, in eval mode (BatchNorm uses its
     running statistics; the caller's mode is restored). The backbone must already be on `device`.
     """
-    was_training = backbone.training
-    backbone.eval()
     pooled: list[list[torch.Tensor]] = [[] for _ in range(backbone.num_stages)]
-    try:
+    with evaluating(backbone):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)
             for index in range(backbone.num_stages):
                 x = backbone.forward_stages(x, index, index + 1)
                 pooled[index].append(backbone.pool(x).float().cpu())
-    finally:
-        backbone.train(was_training)
     return [torch.cat(chunks).numpy() for chunks in pooled]
 
 
@@ -125,7 +123,7 @@ def run_probe(
     With `out_dir`, also writes `probe.json` and `probe.png` there. `task` names the label column of a
     multi-task CSV manifest to probe for (default: its `label`).
     """
-    backbone = create_backbone(backbone_name, pretrained=pretrained)
+    backbone = open_backbone(backbone_name, pretrained=pretrained)
     dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     size = image_size_for(dataset, backbone, image_size)
     stages = probe_stages(backbone, prepare_for(dataset, backbone, size), device=resolve_device(device))

@@ -6,14 +6,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from transferlab.backbones import Backbone, create_backbone
+from transferlab.backbones import Backbone
 from transferlab.config import resolve_device
 from transferlab.data import Dataset, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import image_size_for, prepare_for
 from transferlab.errors import ConfigError
 from transferlab.probe import probe_accuracy, stage_features
+from transferlab.run_backbone import open_backbone
+from transferlab.sizing import image_size_for, prepare_for
 from transferlab.transferability import h_score, logme
 
 
@@ -50,7 +51,7 @@ def rank_backbones(
     """
     if not names:
         raise ConfigError("rank needs at least one backbone name")
-    backbones = [create_backbone(name, pretrained=pretrained) for name in names]
+    backbones = [open_backbone(name, pretrained=pretrained) for name in names]
     dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     decoded: dict[tuple[int, str], PreparedData] = {}  # backbones that share a size and resampling share a decode
     rows = [

@@ -20,6 +20,7 @@ from transferlab.config import FitConfig
 from transferlab.errors import ConfigError, Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import TransferModel
+from transferlab.run_backbone import open_backbone
 from transferlab.train.objectives import CrossEntropy
 
 
@@ -79,7 +80,7 @@ def test_an_adapted_run_dir_loads_and_predicts_like_any_other(dann_run, digits) 
 
 
 def test_an_adapted_run_dir_is_a_backbone_for_the_next_transfer(dann_run) -> None:
-    backbone = create_backbone(str(dann_run.run_dir))
+    backbone = open_backbone(str(dann_run.run_dir))
     assert backbone.source_classifier is None  # its head reads the bottleneck, not the pooled features
     assert backbone.weights_source.startswith("run:")
 
@@ -119,6 +120,7 @@ def test_an_unlabelled_target_folder_trains_and_says_its_accuracy_is_unknown(
     assert "target accuracy unknown" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_interrupted_adaptation_resumes_onto_the_same_weights(digits, target, tiny_weights, tmp_path) -> None:
     config = _config(tiny_weights, strategy="partial:2", adaptation="dann", source_weighting="classes", epochs=2)
     source = _source(digits)
@@ -131,6 +133,7 @@ def test_an_interrupted_adaptation_resumes_onto_the_same_weights(digits, target,
     assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in whole.model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_adapt_refuses_a_target_with_no_images(tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     code = main(["adapt", "digits", "--target", str(tmp_path / "empty"), "--out", str(tmp_path / "run")])
@@ -138,6 +141,7 @@ def test_adapt_refuses_a_target_with_no_images(tmp_path, capsys) -> None:
     assert code == 2 and error.count("\n") == 0 and "has no images" in error
 
 
+@pytest.mark.slow
 def test_adapt_refuses_a_target_whose_files_cannot_be_read_as_images(digits, tmp_path, capsys) -> None:
     (tmp_path / "target").mkdir()
     for i in range(3):

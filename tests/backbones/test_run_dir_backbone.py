@@ -11,6 +11,7 @@ from tests.conftest import TINY
 from transferlab.backbones import create_backbone
 from transferlab.errors import BackboneError
 from transferlab.model import TransferModel, save_model
+from transferlab.run_backbone import open_backbone
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def run_dir(tmp_path: Path) -> tuple[Path, TransferModel]:
 
 def test_a_run_dir_gives_its_trained_backbone_and_head(run_dir) -> None:
     path, model = run_dir
-    backbone = create_backbone(str(path)).eval()
+    backbone = open_backbone(str(path)).eval()
     assert backbone.name == TINY  # the architecture, so a model trained on it rebuilds without this run dir
     assert backbone.weights_source == f"run:{path.resolve()}"
     assert backbone.source_classifier is not None
@@ -45,19 +46,19 @@ def test_a_run_dir_gives_its_trained_backbone_and_head(run_dir) -> None:
 def test_a_run_dir_refuses_a_weights_file(run_dir, tiny_weights) -> None:
     path, _ = run_dir
     with pytest.raises(BackboneError, match="brings its own weights"):
-        create_backbone(str(path), weights=tiny_weights)
+        open_backbone(str(path), weights=tiny_weights)
 
 
 def test_a_folder_without_model_json_is_an_unknown_backbone(tmp_path) -> None:
     with pytest.raises(BackboneError, match=r"unknown backbone .*\(nor a run dir"):
-        create_backbone(str(tmp_path))
+        open_backbone(str(tmp_path))
 
 
 def test_a_run_dir_without_pretrained_gives_the_same_architecture_randomly_initialised(tmp_path) -> None:
     torch.manual_seed(0)
     model = TransferModel(create_backbone("test_efficientnet", pretrained=False), 3)
     save_model(model, tmp_path, {"classes": {"label": ["a", "b", "c"]}, "strategy": "full", "image_size": 32})
-    fresh = create_backbone(str(tmp_path), pretrained=False)
+    fresh = open_backbone(str(tmp_path), pretrained=False)
     assert fresh.weights_source == "random" and fresh.stage_names == model.backbone.stage_names
     trained = dict(model.backbone.named_parameters())
     assert any(not torch.equal(p, trained[n]) for n, p in fresh.named_parameters())

@@ -60,3 +60,12 @@ def test_validation_reports_the_standard_error_of_its_mean_loss() -> None:
     assert metrics["val_loss"] == pytest.approx(per_image.mean(), rel=1e-6)
     assert metrics["val_loss_se"] == pytest.approx(per_image.std(ddof=1) / np.sqrt(50), rel=1e-5)
     assert metrics["val_accuracy"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+
+
+def test_the_trainer_refuses_early_stopping_before_the_checkpoint_it_reads_from() -> None:
+    from transferlab.train.loop import _in_order
+
+    best, stop = BestCheckpoint(lambda trainer: None), EarlyStopping(patience=2)
+    assert _in_order([best, stop]) == [best, stop]
+    with pytest.raises(ValueError, match="EarlyStopping reads what BestCheckpoint writes"):
+        _in_order([stop, best])

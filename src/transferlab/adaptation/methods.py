@@ -49,6 +49,7 @@ from transferlab.data.transforms import Normalizer
 from transferlab.errors import ConfigError
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
+from transferlab.rundir import RunDir
 from transferlab.train.objectives import CrossEntropy, Objective
 
 Echo = Callable[[str], None]
@@ -123,7 +124,7 @@ def prepare_adaptation(
     target = prepare_target(dataset, config.image_size, backbone.preprocessing.interpolation)
     config, measured = resolve_adaptation(config, backbone, source, target, device, echo)
     if measured:
-        advice = run_dir / "advice.json"
+        advice = RunDir(run_dir).advice
         known = json.loads(advice.read_text()) if advice.is_file() else {}
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(advice, known | {"adaptation": measured})

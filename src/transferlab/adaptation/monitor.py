@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from transferlab.adaptation.shift import classify_domains
+from transferlab.inference import evaluating
 from transferlab.model import TransferModel
 from transferlab.train.batches import Batches
 from transferlab.train.loop import Callback, Trainer
@@ -42,13 +43,11 @@ class DomainGap(Callback):
 @torch.no_grad()
 def features(model: TransferModel, batches: Batches, limit: int) -> np.ndarray:
     """The features the heads read, of the first `limit` images of `batches`, in eval mode."""
-    was_training = model.training
-    model.eval()
     chunks, count = [], 0
-    for batch in batches.batches():
-        chunks.append(model.outputs_from(batch.x, batch.start).features.float().cpu())
-        count += len(batch.x)
-        if count >= limit:
-            break
-    model.train(was_training)
+    with evaluating(model):
+        for batch in batches.batches():
+            chunks.append(model.outputs_from(batch.x, batch.start).features.float().cpu())
+            count += len(batch.x)
+            if count >= limit:
+                break
     return torch.cat(chunks)[:limit].numpy()

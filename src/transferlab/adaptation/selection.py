@@ -31,12 +31,12 @@ from transferlab.adaptation.shift import (
     select,
 )
 from transferlab.adaptation.target import sample_target
-from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Dataset, Split, load_source
 from transferlab.data.sources import Source
-from transferlab.defaults import image_size_for, prepare_for
 from transferlab.errors import ConfigError
+from transferlab.run_backbone import open_backbone
+from transferlab.sizing import image_size_for, prepare_for
 
 # A class that keeps less than this fraction of its proportional share is flagged: the selection all but
 # removed it, and a model trained on the manifest would hardly learn it.
@@ -99,7 +99,7 @@ def select_source(
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"the manifest must be a .csv file (fit reads only those), got {out}")
     dataset = load_source(source, seed=seed, val_fraction=0)  # val, if the source has one, is ranked too
-    pretrained = create_backbone(backbone, weights=weights)
+    pretrained = open_backbone(backbone, weights=weights)
     size = image_size_for(dataset, pretrained, image_size)
     ranked = _train_and_val(dataset)
     decoded = prepare_for(ranked, pretrained, size).splits["train"]

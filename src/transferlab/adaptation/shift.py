@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from transferlab.backbones import Backbone
 from transferlab.data.transforms import Normalizer
-from transferlab.defaults import INFERENCE_BATCH
+from transferlab.inference import INFERENCE_BATCH, evaluating
 
 # Inverse penalty strengths C tried for the domain classifier; the one with the lowest out-of-fold log loss is
 # kept. One fixed C does not fit all: on 2,000 synthetic 1,280-wide features, C = 1 overfitted (held-out log
@@ -201,15 +201,11 @@ def pooled_features(
     already be on `device`.
     """
     normalizer = Normalizer(backbone.preprocessing)
-    was_training = backbone.training
-    backbone.eval()
-    try:
+    with evaluating(backbone):
         chunks = [
             backbone.forward_features(normalizer(images[start : start + batch_size], device=device)).float().cpu()
             for start in range(0, len(images), batch_size)
         ]
-    finally:
-        backbone.train(was_training)
     return torch.cat(chunks).numpy() if chunks else np.empty((0, backbone.feature_dim), dtype=np.float32)
 
 

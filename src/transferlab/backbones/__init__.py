@@ -1,7 +1,7 @@
 """Backbones: pretrained convolutional bases by timm name, cut into ordered stages (see `base.Backbone`)."""
 
 from transferlab.backbones.base import Backbone, Preprocessing, SourceClassifier
-from transferlab.backbones.registry import BackboneInfo, create_backbone, list_backbones
+from transferlab.backbones.registry import BackboneInfo, create_backbone, list_backbones, registered_names
 from transferlab.backbones.weights import available_offline
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "available_offline",
     "create_backbone",
     "list_backbones",
+    "registered_names",
 ]

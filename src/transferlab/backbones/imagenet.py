@@ -15,6 +15,7 @@ from torchvision.transforms import InterpolationMode
 
 from transferlab.backbones.base import Backbone, Preprocessing
 from transferlab.errors import BackboneError
+from transferlab.inference import evaluating
 
 # A PIL image, an H×W×3 uint8 array (as scikit-image gives) or a 3×H×W uint8 tensor (as torchvision gives).
 ImageLike = Image.Image | np.ndarray | torch.Tensor
@@ -42,13 +43,8 @@ def top_k_source_predictions(backbone: Backbone, images: Sequence[ImageLike], k:
         raise BackboneError(f"{backbone.name} (weights: {backbone.weights_source}) has no ImageNet-1k classifier")
     device = next(backbone.parameters()).device
     batch = torch.stack([preprocess(image, backbone.preprocessing) for image in images]).to(device)
-    was_training = backbone.training
-    backbone.eval()  # BatchNorm must use its running statistics, and the caller's mode is restored below
-    try:
-        with torch.inference_mode():
-            probs = classifier.logits(backbone(batch)).softmax(dim=-1)
-    finally:
-        backbone.train(was_training)
+    with evaluating(backbone), torch.inference_mode():  # BatchNorm must use its running statistics
+        probs = classifier.logits(backbone(batch)).softmax(dim=-1)
     top = probs.topk(k, dim=-1)
     return [
         [(int(index), imagenet_class_name(int(index)), float(prob)) for prob, index in zip(row_p, row_i, strict=True)]

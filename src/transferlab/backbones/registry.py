@@ -17,7 +17,7 @@ import timm
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone, Preprocessing, SourceClassifier
+from transferlab.backbones.base import Backbone, Preprocessing
 from transferlab.backbones.weights import LoadedWeights, available_offline, load_weights
 from transferlab.errors import BackboneError
 
@@ -86,19 +86,12 @@ _REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """Build the registered backbone `name`, or the backbone of the transferlab run dir `name`.
+    """Build the registered backbone `name` (`open_backbone` also takes a run dir).
 
     Weights come from `weights` (a file) when given, else, when `pretrained`, from the first source available
     (pip package, timm hub cache, timm hub download); else the backbone is randomly initialised.
-    A run dir (a folder holding `model.json`, not shadowing a registered name) brings its own trained weights
-    (with `pretrained=False`, its architecture randomly initialised), and its head becomes the source
-    classifier: a fine-tuned model can be the source of a new transfer.
     Raises BackboneError for an unknown name or when no weights can be found or fitted.
     """
-    run_backbone = None if name in _REGISTRY else _run_dir_backbone(name, weights)
-    if run_backbone is not None:
-        # The structure only (scratch, or the advisor's random baseline): a fresh init of the same architecture.
-        return run_backbone if pretrained else create_backbone(run_backbone.name, pretrained=False)
     spec = _spec(name)
     model = timm.create_model(name, pretrained=False)
     # nn.Module's typing cannot know the attributes every timm model sets.
@@ -118,26 +111,9 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
     )
 
 
-def _run_dir_backbone(name: str, weights: str | Path | None) -> Backbone | None:
-    """The trained backbone of run dir `name`, with its head as source classifier; None if `name` is no run dir."""
-    from transferlab.model import META_FILE, load_model  # lazily: model.py builds its backbones through here
-
-    path = Path(name).expanduser().resolve()
-    if not (path / META_FILE).is_file():
-        return None
-    if weights is not None:
-        raise BackboneError(f"{name} is a run dir and brings its own weights: drop the weights file")
-    model, _ = load_model(path)
-    backbone = model.backbone
-    # The backbone keeps its architecture's registered name, so a model trained on it rebuilds from model.json
-    # without this run dir; where its weights came from is recorded here instead.
-    backbone.weights_source = f"run:{path}"
-    if model.bottleneck is None:
-        linear = model.linear(model.head_names[0])
-        backbone.source_classifier = SourceClassifier(weight=linear.weight.detach(), bias=linear.bias.detach())
-    else:  # a head that reads a bottleneck is no linear classifier of the pooled features: none to offer
-        backbone.source_classifier = None
-    return backbone.train()  # like every other backbone the factory returns; load_model left it in eval mode
+def registered_names() -> list[str]:
+    """The names `create_backbone` builds, in registry order."""
+    return list(_REGISTRY)
 
 
 def list_backbones() -> list[BackboneInfo]:

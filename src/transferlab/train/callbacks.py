@@ -52,6 +52,8 @@ class BestCheckpoint(Callback):
 class EarlyStopping(Callback):
     """Stops when no epoch has come within BestCheckpoint's margin of the best for `patience` epochs."""
 
+    after = (BestCheckpoint,)  # it reads the stale epochs BestCheckpoint counts
+
     def __init__(self, patience: int) -> None:
         self.patience = patience
 

@@ -14,7 +14,7 @@ import logging
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
-from transferlab.defaults import INFERENCE_BATCH
+from transferlab.inference import INFERENCE_BATCH, evaluating
 from transferlab.model import TransferModel
 from transferlab.train.batches import step_seed
 
@@ -35,29 +35,24 @@ def prefix_outputs(
     device: str = "cpu",
 ) -> torch.Tensor:
     """Outputs of the first `frozen` stages (pooled when that is all of them) for every image, in eval mode."""
-    was_training = model.training
-    model.eval()
     whole = frozen >= model.backbone.num_stages
     chunks = []
-    for start in range(0, len(images), batch_size):
-        generator = torch.Generator().manual_seed(step_seed(seed, -1, start))
-        x = normalizer(images[start : start + batch_size], augment, generator, device)
-        out = model.backbone.forward_stages(x, 0, frozen)
-        out = model.backbone.pool(out) if whole else out
-        # float16 halves the cache; these activations sit well inside its range and precision.
-        chunks.append(out.to("cpu", torch.float16 if not whole else torch.float32).contiguous())
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(images), batch_size):
+            generator = torch.Generator().manual_seed(step_seed(seed, -1, start))
+            x = normalizer(images[start : start + batch_size], augment, generator, device)
+            out = model.backbone.forward_stages(x, 0, frozen)
+            out = model.backbone.pool(out) if whole else out
+            # float16 halves the cache; these activations sit well inside its range and precision.
+            chunks.append(out.to("cpu", torch.float16 if not whole else torch.float32).contiguous())
     return torch.cat(chunks)
 
 
 def views_that_fit(model: TransferModel, frozen: int, image_size: int, count: int, wanted: int, budget: int) -> int:
     """How many views of `count` images fit in `budget` bytes of cache; 0 if not even one."""
-    was_training = model.training
-    model.eval()  # a probe batch in train mode would move the BatchNorm statistics
-    with torch.no_grad():
+    with evaluating(model), torch.no_grad():  # a probe batch in train mode would move the BatchNorm statistics
         probe = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
         out = model.backbone.forward_stages(probe, 0, frozen)
-    model.train(was_training)
     whole = frozen >= model.backbone.num_stages
     per_image = (model.backbone.feature_dim * 4) if whole else out.numel() * 2
     return min(wanted, budget // max(1, per_image * count))

@@ -14,14 +14,16 @@ from torch import nn
 
 from transferlab.config import FitConfig
 from transferlab.errors import Interrupted, TransferlabError
+from transferlab.inference import evaluating
 from transferlab.model import TransferModel
+from transferlab.rundir import RunDir
 from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.schedules import lr_factor
-from transferlab.train.state import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
+from transferlab.train.state import TrainState, load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(TransferlabError):
@@ -29,7 +31,14 @@ class TrainingDiverged(TransferlabError):
 
 
 class Callback:
-    """Hooks into the loop; override what you need. Set `trainer.stop_reason` to end training cleanly."""
+    """Hooks into the loop; override what you need. Set `trainer.stop_reason` to end training cleanly.
+
+    Callbacks share what they learn through `trainer.state`, the part of the loop that a resumed run restores.
+    One that reads what another writes there names that one in `after`, and the Trainer refuses a list in
+    which it does not come later: the order is stated, and checked, not remembered.
+    """
+
+    after: tuple[type[Callback], ...] = ()
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 
@@ -38,6 +47,15 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+def _in_order(callbacks: list[Callback]) -> list[Callback]:
+    """`callbacks`, refused when one comes before a callback it reads from (see Callback.after)."""
+    for index, callback in enumerate(callbacks):
+        for needed in callback.after:
+            if not any(isinstance(earlier, needed) for earlier in callbacks[:index]):
+                raise ValueError(f"{type(callback).__name__} reads what {needed.__name__} writes: put one before it")
+    return callbacks
 
 
 def objective_groups(objective: Objective, lr: float) -> list[dict]:
@@ -63,16 +81,16 @@ def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
     over the images labelled for it, and `val_loss`, `val_accuracy` are their means over heads: what the best
     checkpoint and early stopping read. The mean's standard error treats the heads' as independent.
     """
-    model.eval()
     losses: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
     correct = dict.fromkeys(model.head_names, 0)
-    for batch in batches.batches():
-        outputs = model.outputs_from(batch.x, batch.start, batch.domain)
-        for (name, logits), labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
-            labelled = labels >= 0
-            logits, labels = logits[labelled], labels[labelled]
-            losses[name].append(nn.functional.cross_entropy(logits, labels, reduction="none").double())
-            correct[name] += int((logits.argmax(1) == labels).sum())
+    with evaluating(model):
+        for batch in batches.batches():
+            outputs = model.outputs_from(batch.x, batch.start, batch.domain)
+            for (name, logits), labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
+                labelled = labels >= 0
+                logits, labels = logits[labelled], labels[labelled]
+                losses[name].append(nn.functional.cross_entropy(logits, labels, reduction="none").double())
+                correct[name] += int((logits.argmax(1) == labels).sum())
     heads = {name: _mean_and_error(values, correct[name]) for name, values in losses.items()}
     if len(heads) == 1:
         return next(iter(heads.values()))
@@ -114,7 +132,7 @@ class Trainer:
         self.train = train
         self.val = val
         self.run_dir = Path(run_dir)
-        self.callbacks = list(callbacks)
+        self.callbacks = _in_order(list(callbacks))
         strategy.freeze(model)
         self.objective = objective or CrossEntropy(config.label_smoothing)
         if config.epochs is None or config.lr is None:
@@ -148,14 +166,14 @@ class Trainer:
         self.state.elapsed = self.elapsed
         self._started = time.monotonic()
         save_checkpoint(
-            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self.state, self._averaged, self.objective
+            RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self.state, self._averaged, self.objective
         )
 
     def resume(self) -> None:
         """Continue from the run dir's resumable checkpoint: weights, their average, the objective's own
         parameters, optimizer, loop state."""
         self.state = load_checkpoint(
-            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer, self._averaged, self.objective
+            RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self._averaged, self.objective
         )
 
     @property

@@ -14,8 +14,6 @@ from safetensors.torch import load_file
 from transferlab._atomic import write_tensors_atomic
 from transferlab.errors import TransferlabError
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-
 
 @dataclass
 class TrainState:
