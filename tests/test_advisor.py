@@ -16,6 +16,7 @@ from transferlab.advisor import (
     Evidence,
     decide,
     measure,
+    peak_stage,
 )
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
@@ -36,7 +37,7 @@ def _evidence(per_class: int, curve: list[float], random_probe: float) -> Eviden
         logme_pretrained=1.0,
         logme_random=0.1,
         source_confidence=0.8,
-        peak_stage=max(range(len(curve)), key=lambda i: (curve[i] >= max(curve) - 0.01, -i)),
+        peak_stage=peak_stage(curve),
         seconds=1.0,
     )
 
@@ -71,6 +72,12 @@ def test_the_four_situations(per_class, curve, random_probe, situation, strategy
     assert f"{100 * curve[-1]:.1f}%" in advice.explanation and situation in advice.explanation
 
 
+def test_the_peak_is_the_first_stage_within_a_point_of_the_best() -> None:
+    assert peak_stage(RISING) == 6 and peak_stage(PEAKED) == 2
+    assert peak_stage([0.40, 0.795, 0.80, 0.70]) == 1  # 0.795 is within 0.01 of 0.80: the earlier stage
+    assert peak_stage([0.40, 0.789, 0.80, 0.70]) == 2
+
+
 def test_a_large_similar_set_freezes_the_stages_before_the_peak() -> None:
     curve = [0.40, 0.50, 0.60, 0.85, 0.90, 0.90, 0.90]  # within 1 point of the best from stage 4 on
     advice = decide(replace(_evidence(500, curve, 0.5), peak_stage=6))
@@ -83,9 +90,8 @@ def test_measure_on_real_data(digits, tiny_weights) -> None:
     evidence = measure(create_backbone(TINY, weights=tiny_weights), data)
     assert evidence.images_per_class == 40 and evidence.total_images == 120
     assert evidence.stage_names[0] == "stem" and len(evidence.stage_probe) == len(evidence.stage_names)
-    assert all(0 <= a <= 1 for a in evidence.stage_probe)
-    assert evidence.stage_probe[evidence.peak_stage] >= max(evidence.stage_probe) - 0.01
-    assert evidence.seconds > 0
+    assert evidence.peak_stage == peak_stage(evidence.stage_probe)
+    assert max(evidence.stage_probe) > 0.6  # digits are easy: some stage's features beat chance (1/3) well
     assert json.dumps(decide(evidence).to_json())  # JSON-able, keys as the CLI promises
 
 

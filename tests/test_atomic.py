@@ -31,6 +31,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
     """A writer rewriting a 1 MiB safetensors file in a loop is killed with SIGKILL at varied moments."""
     target = tmp_path / "checkpoint.safetensors"

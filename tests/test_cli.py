@@ -16,6 +16,10 @@ from PIL import Image
 
 from tests.conftest import TINY
 from transferlab.cli import main
+from transferlab.config import FitConfig
+from transferlab.errors import Interrupted
+from transferlab.fitting import build_run, train_run
+from transferlab.train.loop import Callback
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -70,6 +74,7 @@ def test_data_json_lists_classes_counts_and_skipped_files(folder, capsys) -> Non
     assert [Path(s["path"]).name for s in summary["skipped"]] == ["corrupt.png"]
 
 
+@pytest.mark.slow
 def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path) -> None:
     run = tmp_path / "run"
     fitted = _run(*_tiny_fit(folder, tiny_weights, run, "partial:3", epochs=2))
@@ -97,25 +102,30 @@ def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path)
     assert all(list(r) == ["path", "top"] for r in rows if "top" in r)
 
 
-def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_weights, tmp_path) -> None:
-    run = tmp_path / "run"
-    args = [*_tiny_fit(folder, tiny_weights, run, "full", epochs=4), "--batch-size", "8"]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "transferlab", *args], stderr=subprocess.PIPE, text=True, env=env)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if line.startswith("epoch"):  # training has started: interrupt it mid-run
-            process.send_signal(signal.SIGINT)
-            break
-    err = process.stderr.read()
-    assert process.wait(timeout=60) == 130, err
-    assert "transferlab fit --resume" in err
-    assert (run / "checkpoint.safetensors").is_file()
-    done_before = len((run / "metrics.jsonl").read_text().splitlines())
-    resumed = _run("fit", "--resume", str(run))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming at epoch" in resumed.stdout
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 > done_before
+class SignalAt(Callback):
+    """Sends this very process a real SIGINT after optimizer step `step`: Ctrl-C at a known moment."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, loss, parts) -> None:
+        if trainer.state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_weights, tmp_path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), strategy="full", epochs=4, image_size=32, batch_size=8)
+    run = build_run(str(folder), config, run_dir, echo=lambda _: None)
+    with pytest.raises(Interrupted, match="transferlab fit --resume"):
+        train_run(run, quiet=True, callbacks=[SignalAt(len(run.train) + 2)])  # in epoch 2, through the handler
+    assert "stopping after this step" in capsys.readouterr().err
+    assert (run_dir / "checkpoint.safetensors").is_file()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert main(["fit", "--resume", str(run_dir)]) == 0
+    assert "resuming at epoch 2" in capsys.readouterr().out
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the user's handler is back
 
 
 def test_advise_json_has_the_promised_keys(tiny_weights, capsys) -> None:

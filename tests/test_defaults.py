@@ -10,18 +10,21 @@ from transferlab.strategies import parse_strategy
 
 
 @pytest.mark.parametrize(
-    ("strategy", "per_class", "augment", "views", "ratio"),
+    ("strategy", "per_class", "augment", "views", "ratio", "epochs", "batch", "patience"),
     [
-        ("head", 100, "light", 1, 0.1),  # one lightly augmented view is enough for a linear head
-        ("head", 10, "strong", 4, 0.1),  # a small set: strong augmentation, more views (cheap: few images)
-        ("partial:3", 100, "light", 4, 0.1),  # trained stages after the cache want variety
-        ("scratch", 100, "light", 4, 1.0),  # nothing pretrained to protect: one learning rate
+        # one lightly augmented view is enough for a linear head; a head trains for 30 epochs
+        ("head", 100, "light", 1, 0.1, 30, 32, 6),
+        # a small set: strong augmentation, more views (cheap: few images); batches of a quarter of the 100
+        # images, and enough epochs for the minimum number of steps (4 per epoch)
+        ("head", 10, "strong", 4, 0.1, 75, 25, 15),
+        ("partial:3", 100, "light", 4, 0.1, 20, 32, 5),  # trained stages after the cache want variety
+        ("scratch", 100, "light", 4, 1.0, 20, 32, 5),  # nothing pretrained to protect: one learning rate
     ],
 )
-def test_resolve_fills_every_automatic_setting(strategy, per_class, augment, views, ratio) -> None:
+def test_resolve_fills_every_automatic_setting(strategy, per_class, augment, views, ratio, epochs, batch, patience):
     config = resolve(FitConfig(image_size=32), parse_strategy(strategy), per_class, per_class * 10)
     assert (config.augment, config.cached_views, config.backbone_lr_ratio) == (augment, views, ratio)
-    assert config.epochs and config.batch_size and config.patience and config.lr
+    assert (config.epochs, config.batch_size, config.patience, config.lr) == (epochs, batch, patience, 1e-3)
 
 
 def test_what_the_user_set_is_kept() -> None:

@@ -204,6 +204,7 @@ def test_gradnorm_is_refused_where_tasks_share_no_batch_or_no_backbone(digits, t
         fit(sources, _config(tiny_weights, weighting="gradnorm"), tmp_path / "run", quiet=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm"])
 def test_an_interrupted_multi_task_run_resumes_with_its_learned_task_weights(
     manifest, tiny_weights, tmp_path, weighting
@@ -354,6 +355,7 @@ def test_a_multi_domain_fit_predicts_per_domain(digits, tiny_weights, tmp_path, 
         fit({"a": "/no/such/folder", "b": "digits"}, _config(tiny_weights), tmp_path / "bad", quiet=True)
 
 
+@pytest.mark.slow
 def test_an_interrupted_multi_domain_run_resumes_from_its_config_alone(digits, tiny_weights, tmp_path) -> None:
     images = digits[0]
     for i, image in enumerate(images[:60]):  # a second domain as an image folder: turned digits, two classes

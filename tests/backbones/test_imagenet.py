@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
+from tests.conftest import needs_weights
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.backbones.imagenet import imagenet_class_name, preprocess, top_k_source_predictions
 from transferlab.errors import BackboneError
+
+data = pytest.importorskip("skimage.data", reason="needs scikit-image: pip install 'transferlab[blended]'")
+pytestmark = needs_weights
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

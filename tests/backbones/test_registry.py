@@ -5,6 +5,7 @@ import timm
 import torch
 from torch import nn
 
+from tests.conftest import needs_weights
 from transferlab.backbones import create_backbone, list_backbones
 from transferlab.errors import BackboneError
 
@@ -81,6 +82,7 @@ def test_stage_outputs_chain_at_falling_resolution() -> None:
         torch.testing.assert_close(backbone.forward_stages(low, 2), backbone.forward_stages(x))
 
 
+@needs_weights
 def test_list_backbones_counts_parameters_without_building_them() -> None:
     infos = {info.name: info for info in list_backbones()}
     for name in ("resnet18", "tf_efficientnet_lite0"):

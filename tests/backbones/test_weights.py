@@ -7,6 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from tests.conftest import needs_weights
 from transferlab.backbones import available_offline, create_backbone, weights
 from transferlab.errors import BackboneError
 
@@ -114,6 +115,7 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
         create_backbone("resnet18", weights=tmp_path / "nope.pth")
 
 
+@needs_weights
 def test_pip_weights_map_in_order_onto_timm(tmp_path: Path) -> None:
     pip_file = weights.pip_weights_file("tf_efficientnet_lite0")
     assert pip_file is not None and pip_file.suffix == ".pth"

@@ -9,6 +9,8 @@ from transferlab.data.blended import TEST_PHOTOS, TRAIN_PHOTOS, blend, blended_d
 from transferlab.data.types import Dataset, Split
 from transferlab.errors import DataError
 
+pytest.importorskip("skimage", reason="needs scikit-image: pip install 'transferlab[blended]'")
+
 
 def random_uint8(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
