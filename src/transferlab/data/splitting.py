@@ -20,13 +20,16 @@ def per_class_subset(splits: dict[str, Split], per_class: int, seed: int) -> dic
     owner = np.concatenate([np.full(len(splits[name]), k) for k, name in enumerate(names)])
     local = np.concatenate([np.arange(len(splits[name])) for name in names])
     rng = np.random.default_rng(seed)
-    drawn = [
-        rng.permutation(np.flatnonzero(labels == c))[:per_class]
-        for labels in matrix.T
-        for c in np.unique(labels[labels >= 0])
-    ]
-    chosen = np.unique(np.concatenate(drawn))  # sorted: source order
+    chosen = np.unique(np.concatenate([draw_per_class(labels, per_class, rng) for labels in matrix.T]))
     return {name: splits[name].subset(local[chosen[owner[chosen] == k]]) for k, name in enumerate(names)}
+
+
+def draw_per_class(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `per_class` samples of each class of `labels` [N] (all of a smaller class), drawn with `rng`;
+    a missing label (-1) is no class. Sorted: the samples keep their source order."""
+    classes = np.unique(labels[labels >= 0])
+    drawn = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(drawn)) if drawn else np.zeros(0, dtype=np.int64)
 
 
 def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
