@@ -11,8 +11,8 @@ from transferlab.strategies import Strategy
 # Below this many training images per class, the set is "small": augment harder.
 STRONG_AUGMENT_BELOW = 50
 HEAD_EPOCHS = 30  # a linear head on cached features: epochs cost almost nothing
-# Trained stages: Lite0 full fine-tunes (backbone x0.3), Fashion-MNIST 100/class, 10,000 test images, mean of
-# 3 seeds on a GPU: 15 epochs 86.6%, 20 epochs 86.8%, 25 epochs 87.0%, each keeping its last epoch.
+# Trained stages: past 20 epochs the gain on a small set is within the seeds' spread, and the time is not
+# (benchmarks/README.md, "Measurements behind the defaults").
 TRAIN_EPOCHS = 20
 # Tiny sets give one or two batches per epoch; a fixed epoch count would leave them nearly untrained. These
 # floors on optimizer steps raise the epoch count (up to MAX_EPOCHS) where an epoch is that short.
@@ -21,11 +21,9 @@ MAX_EPOCHS = 200
 BATCH_SIZE = 32
 MIN_BATCH_SIZE = 8
 BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
-# Augmented views cached per image. A linear head with light augmentation gains nothing from more: head,
-# Fashion-MNIST 100/class, 128 px, 10 epochs, 2,000 test images: 1 view 82.4% in 7.2 s, fresh augmentation
-# every epoch 82.7% in 61.1 s (4 views beside a clean copy: 82.6% in 25.5 s). Strong augmentation (small
-# sets, where views are cheap) and trained stages after a cached prefix want more variety: one view of a
-# strongly augmented 10-per-class set cost a head 16 points (49.9% against 66.2%).
+# Augmented views cached per image. A linear head with light augmentation gains nothing from more than one;
+# strong augmentation (small sets, where views are cheap) and trained stages after a cached prefix want more
+# variety: one view of a strongly augmented small set cost a head many points (benchmarks/README.md).
 CACHED_VIEWS = {"head": 1, "more": 4}
 
 

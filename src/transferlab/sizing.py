@@ -7,10 +7,8 @@ from transferlab.data import Dataset, PreparedData, prepare
 from transferlab.data.decode import native_size
 
 # Images much smaller than the backbone's native input (28 px Fashion-MNIST, 8 px digits) are upsampled to
-# this working size rather than to 224 px: most of the accuracy for a fraction of the time. Measured here,
-# full fine-tune of tf_efficientnet_lite0 on Fashion-MNIST, 100 images per class, 15 epochs, 2,000 test
-# images: 64 px 85.4% in 222 s (with the head warm start), 96 px 86.7% in 306 s (without it). Linear
-# probes: 82.1% at 64 px, 84.8% at 224 px, in 20x the time.
+# this working size rather than to 224 px: most of the accuracy for a fraction of the time
+# (benchmarks/README.md, "Measurements behind the defaults").
 SMALL_IMAGE_SIZE = 96
 
 

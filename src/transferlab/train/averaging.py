@@ -1,10 +1,9 @@
 """An exponential moving average (EMA) of the trained weights: the model that is validated, kept and saved.
 
 On a small target set the weights of the last epochs jump from batch to batch, and which epoch validation
-happens to pick is noise. Their average generalises better: Lite0 full fine-tune on Fashion-MNIST (100/class,
-10,000 test images) scored 86.6% with the best epoch's weights, 86.8% with the last epoch's and 87.0% with the
-two models' predictions averaged. Only parameters are averaged: BatchNorm statistics stay the source's
-(pretrained strategies) or are re-estimated on the averaged model (scratch).
+happens to pick is noise; their average generalises better (benchmarks/README.md: no weight average cost
+over a point). Only parameters are averaged: BatchNorm statistics stay the source's (pretrained strategies)
+or are re-estimated on the averaged model (scratch).
 """
 
 from __future__ import annotations

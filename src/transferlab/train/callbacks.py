@@ -25,13 +25,7 @@ class BestCheckpoint(Callback):
 
     Loss, not accuracy: on a small validation set accuracy moves in coarse steps and a lucky epoch wins. The
     margin is the validation set's own standard error, not a fixed fraction: 200 images are noisy, 20,000 are
-    not. Lite0 full fine-tunes, Fashion-MNIST 100/class, 200 validation images, test accuracy of the model kept:
-    - best accuracy: epoch 2 of 15 (stopped at 7), 83.6% on 10,000 test images;
-    - lowest loss: epoch 5 (stopped at 10), 86.0%; latest within 1%: epoch 10, 86.8%;
-    - latest within 5%, 3 seeds on a GPU: 15 epochs 86.7% on average (kept epochs 15, 12, 15); 25 epochs 87.0%
-      (kept 10, 25, 22: the two late ones scored 87.1%);
-    - latest within one standard error, same seeds: 15 epochs 86.6%, 20 epochs 86.8%, 25 epochs 87.0%, keeping
-      the last epoch in all nine runs.
+    not. The rules compared are in benchmarks/README.md ("Measurements behind the defaults").
     """
 
     def __init__(self, save: Saver, standard_errors: float = 1.0) -> None:
