@@ -34,7 +34,8 @@ class FitConfig:
     0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
     predicts each image as the mean of it and its mirror image. `ema_epochs`: the horizon, in epochs, of the
     moving average of the weights that is validated and saved (0: the raw weights). `None` means "chosen from the
-    data and strategy", and the chosen value is what `config.yaml` records.
+    data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
+    keeps biases and normalisation weights out of weight decay, as timm's optimizer factory does.
 
     Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
     "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
@@ -70,6 +71,7 @@ class FitConfig:
     batch_size: int | None = None
     optimizer: str = "adamw"
     weight_decay: float = 0.01
+    decay_biases_and_norms: bool = True
     momentum: float = 0.9
     schedule: str = "cosine"
     step_size: int = 7

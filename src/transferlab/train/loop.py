@@ -58,6 +58,16 @@ def _in_order(callbacks: list[Callback]) -> list[Callback]:
     return callbacks
 
 
+def _split_off_flat(group: dict) -> list[dict]:
+    """`group` as its matrices and kernels, then its one-dimensional parameters without weight decay."""
+    flat = [p for p in group["params"] if p.ndim <= 1]
+    if not flat or group.get("weight_decay") == 0.0:
+        return [group]
+    shaped = [p for p in group["params"] if p.ndim > 1]
+    parts = [group | {"params": shaped}, group | {"params": flat, "weight_decay": 0.0, "name": f"{group['name']}/flat"}]
+    return [part for part in parts if part["params"]]
+
+
 def objective_groups(objective: Objective, lr: float) -> list[dict]:
     """The objective's own parameters (learned task weights, a discriminator), if it has any, at the head's
     rate and without weight decay: decay would pull them towards zero, which for a log-variance means a bias."""
@@ -66,6 +76,11 @@ def objective_groups(objective: Objective, lr: float) -> list[dict]:
 
 
 def build_optimizer(config: FitConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """AdamW or SGD over `groups`. Unless `decay_biases_and_norms`, each group's biases and normalisation
+    weights (every parameter of one dimension, as timm's optimizer factory tells them) are kept out of weight
+    decay: decay pulls a BatchNorm scale towards zero, which is a change of the features, not a regulariser."""
+    if not config.decay_biases_and_norms:
+        groups = [part for group in groups for part in _split_off_flat(group)]
     for group in groups:
         group["initial_lr"] = group["lr"]
     if config.optimizer == "sgd":
