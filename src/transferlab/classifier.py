@@ -25,6 +25,7 @@ from transferlab.data.types import DEFAULT_TASK
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.model import TransferModel, load_model, save_model
+from transferlab.predictions import choose_heads, prediction_rows
 
 if TYPE_CHECKING:
     from transferlab.fitting import Sources
@@ -160,19 +161,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedError("this TransferClassifier is not fitted yet: call fit() or transferlab.load()")
 
     def _heads(self, task: str | None, domain: str | None) -> tuple[list[str], str | None]:
-        """(the heads to predict with, the domain to run): a task model predicts every task unless one is
-        named; a multi-domain model needs its domain."""
-        if self.model_.domains:
-            if domain not in self.heads_:
-                known = ", ".join(self.heads_)
-                given = f"'{domain}' is not one of its domains" if domain else "name the images' domain"
-                raise TransferlabError(f"this model has a head per domain: {given} ({known})")
-            return [domain], domain
-        if domain is not None:
-            raise TransferlabError("this model has no domains: drop the domain")
-        if task is not None and task not in self.heads_:
-            raise TransferlabError(f"this model has no task '{task}' (its tasks: {', '.join(self.heads_)})")
-        return ([task] if task else list(self.heads_)), None
+        """(the heads to predict with, the domain to run): see `predictions.choose_heads`."""
+        heads = choose_heads(list(self.heads_), self.model_.domains, task, domain)
+        return heads, domain if self.model_.domains else None
 
     def _decode(self, images: ImagesLike) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
         """Decoded uint8 images at the model's size, their names, and (name, reason) for those that failed."""
@@ -222,13 +213,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         heads, domain = self._heads(task, domain)
         files = [f for p in map(Path, paths) for f in (read_unlabelled(p) if p.is_dir() else [p] * p.exists())]
         tensor, kept, failed = self._decode(files)
-        probs = self._probabilities(tensor, domain)
-        tops = {head: _top(probs[head], self.heads_[head], top_k) for head in heads}
-        for index, name in enumerate(kept):
-            if len(self.heads_) == 1 or self.model_.domains:
-                yield {"path": name, "top": tops[heads[0]][index]}
-            else:
-                yield {"path": name, "tasks": {head: {"top": tops[head][index]} for head in heads}}
+        probs = {head: p.numpy() for head, p in self._probabilities(tensor, domain).items() if head in heads}
+        per_task = len(self.heads_) > 1 and not self.model_.domains
+        yield from prediction_rows(kept, probs, self.heads_, top_k, per_task)
         for name, reason in failed:
             yield {"path": name, "error": reason}
         for path in paths:
@@ -296,15 +283,6 @@ def load(directory: str | Path, device: str = "auto") -> TransferClassifier:
     clf = TransferClassifier(backbone=meta["backbone"], strategy=meta["strategy"], device=device)
     clf._set_fitted(model, meta["classes"], meta["image_size"], Path(directory), meta.get("label_values"))
     return clf
-
-
-def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict[str, Any]]]:
-    """Each image's `k` most probable classes, most probable first."""
-    top = probs.topk(min(k, len(classes)), dim=1)
-    return [
-        [{"label": classes[i], "prob": round(v, 6)} for v, i in zip(values, indices, strict=True)]
-        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-    ]
 
 
 def _score_head(

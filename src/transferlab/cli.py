@@ -141,13 +141,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from transferlab.classifier import load
+    options = {"top_k": args.top_k, "task": args.task, "domain": args.domain}
+    if args.run_dir.suffix == ".onnx":  # an exported model: onnxruntime, no torch
+        from transferlab.onnx_predict import OnnxPredictor
 
+        rows = OnnxPredictor(args.run_dir).predict_paths(args.paths, **options)
+    else:
+        from transferlab.classifier import load
+
+        rows = load(args.run_dir).predict_paths(args.paths, **options)
     failures = 0
-    for row in load(args.run_dir).predict_paths(args.paths, top_k=args.top_k, task=args.task, domain=args.domain):
+    for row in rows:
         failures += "error" in row
         print(json.dumps(row), flush=True)
     return 1 if failures else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from transferlab.export import export_model
+
+    done = export_model(args.run_dir, args.format, args.out, args.check_images)
+    print(
+        f"exported {done.format} to {done.path} in {done.seconds:.1f} s; parity on {done.images_checked} images "
+        f"from {done.images_from}: max |probability difference| {done.max_abs_diff:.2e}"
+    )
+    return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -299,12 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict image files or folders, one JSON line each")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a run dir, a saved model, or an exported .onnx file (no torch needed)")
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--task", help="a multi-task model: this task only (default: every task)")
     p.add_argument("--domain", help="a multi-domain model: the images' domain (required there)")
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("export", help="write a run dir's model as ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", type=Path, help="the file to write (default: RUN_DIR/model.onnx or model.pt)")
+    p.add_argument(
+        "--check-images", type=Path, nargs="+", help="images or folders to check parity on (default: the run's source)"
+    )
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("probe", help="linear probe and LogME at every stage of a backbone")
     _add_transferability_flags(p)

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transferlab.data.decode import DEFAULT_MAX_PIXELS, BadImage, open_scaled, quiet_size_warnings
+from transferlab.data.decode import (
+    DEFAULT_MAX_PIXELS,
+    INTERPOLATIONS,
+    BadImage,
+    open_scaled,
+    quiet_size_warnings,
+    square_crop,
+)
 from transferlab.data.types import DEFAULT_TASK, Dataset, Skipped, Split, label_matrix
 from transferlab.errors import ConfigError, DataError
 
@@ -24,11 +31,6 @@ logger = logging.getLogger("transferlab")
 
 # Above this many bytes the decoded images live in a memory-mapped temporary file instead of RAM.
 DEFAULT_MEMMAP_BYTES = 2 * 1024**3
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-}
 _TORCH_MODES = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}  # as Pillow samples
 _CHUNK_BYTES = 64 * 1024**2  # float32 working memory per chunk of in-memory images
 
@@ -146,7 +148,7 @@ def _decode_files(
             image, full_size = open_scaled(paths[i], max_pixels, min_side=out.shape[-1])
         except BadImage as bad:
             return Skipped(str(paths[i]), bad.reason)
-        out[i] = _square(image, out.shape[-1], resample)
+        out[i] = square_crop(image, out.shape[-1], resample)
         return full_size
 
     with quiet_size_warnings(), ThreadPoolExecutor(workers) as pool:
@@ -172,15 +174,6 @@ def _decode_files(
         skipped=skipped,
         paths=[paths[i] for i in kept],
     )
-
-
-def _square(image: Image.Image, size: int, resample: Image.Resampling) -> np.ndarray:
-    """The centred square of `image`, resized to size×size in one step: [3, size, size] uint8."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    square = image.resize((size, size), resample, box=(left, top, left + side, top + side))
-    return np.asarray(square).transpose(2, 0, 1)
 
 
 def prepare(dataset: Dataset, size: int, **options: Any) -> PreparedData:

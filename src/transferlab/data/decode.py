@@ -30,6 +30,13 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WHITE = (255, 255, 255, 255)
 _EXIF_ORIENTATION = 0x0112
 
+# How each backbone's `interpolation` resamples with Pillow.
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
 # What Pillow's decoders and the OS raise on broken input. Anything else is transferlab's own bug, and must
 # surface as one, not as "corrupt image" on every file.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
@@ -204,3 +211,12 @@ def native_size(split: Split, sample: int = 64) -> int:
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
     return int(np.median(sides)) if sides else 0
+
+
+def square_crop(image: Image.Image, size: int, resample: Image.Resampling) -> np.ndarray:
+    """The centred square of `image`, resized to size×size in one step: [3, size, size] uint8."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    square = image.resize((size, size), resample, box=(left, top, left + side, top + side))
+    return np.asarray(square).transpose(2, 0, 1)
