@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m transferlab demo
 
+# The report's browser test needs Chromium: installed when this runs as root with apt, else that test skips.
 test: $(STAMP)
+	@command -v chromium > /dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null && apt-get install -y -q chromium > /dev/null; } || true
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -157,6 +157,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from transferlab.report.html import write_report
+    from transferlab.rundir import RunDir
+
+    if not RunDir(args.run_dir).summary.is_file():
+        raise TransferlabError(f"{args.run_dir} is not a finished run dir: it has no summary.json")
+    print(f"written: {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from transferlab.export import export_model
 
@@ -323,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="a multi-task model: this task only (default: every task)")
     p.add_argument("--domain", help="a multi-domain model: the images' domain (required there)")
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run: data, advice, curves, errors")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="the page to write (default: RUN_DIR/report.html)")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("export", help="write a run dir's model as ONNX or TorchScript, checked against PyTorch")
     p.add_argument("run_dir", type=Path)

@@ -88,6 +88,7 @@ class FitConfig:
     val_fraction: float = 0.2
     seed: int = 0
     channels_last: bool = True
+    report: bool = True  # write report.html at the end
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -75,6 +75,7 @@ def score(
         "confusion": confusion_matrix(y_true, y_pred, labels=every).tolist(),
         "top_losses": [
             {
+                "index": int(i),
                 "image": names[i] if names else int(i),
                 "label": classes[y_true[i]],
                 "predicted": classes[y_pred[i]],

@@ -29,13 +29,16 @@ from transferlab.backbones import Backbone
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Dataset, DecodedSplit, PreparedData, load_source
 from transferlab.data.sources import Source
+from transferlab.data.summary import summarize
 from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.defaults import resolve
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel, save_model
+from transferlab.report.html import write_report
 from transferlab.report.plots import plot_confusion, plot_curves
+from transferlab.report.thumbnails import thumbnail
 from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
 from transferlab.sizing import image_size_for, prepare_for
@@ -351,6 +354,8 @@ def _score_split(run: Run, test: DecodedSplit, domain: str | None) -> dict[str, 
         keep = torch.nonzero(labels[:, column] >= 0).flatten()
         paths = [str(test.paths[i]) for i in keep] if test.paths else None
         scores[head] = score(head_probs[keep], labels[keep, column], run.heads[head], paths)
+        for row in scores[head]["top_losses"]:  # the report shows them, whether or not the files outlive the run
+            row["thumbnail"] = thumbnail(test.images[keep[row["index"]]])
     return scores
 
 
@@ -424,6 +429,9 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
         "evaluated_on": scores["split"],
     }
     write_json_atomic(RunDir(run.run_dir).summary, summary)
+    write_json_atomic(RunDir(run.run_dir).data, {name: summarize(d, name) for name, d in run.data.sources.items()})
+    if run.config.report:
+        run.echo(f"report: {write_report(run.run_dir)}")
     assert run.config.image_size is not None, "build_run sets the image size"
     return FitResult(run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size)
 

@@ -48,6 +48,16 @@ class RunDir:
         return self.path / "eval.json"
 
     @property
+    def data(self) -> Path:
+        """The data summary of each source: classes, counts per split, sizes, skipped files, leakage notes."""
+        return self.path / "data.json"
+
+    @property
+    def report(self) -> Path:
+        """The self-contained HTML report."""
+        return self.path / "report.html"
+
+    @property
     def summary(self) -> Path:
         return self.path / "summary.json"
 

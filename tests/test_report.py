@@ -1,0 +1,77 @@
+"""`transferlab report`: one self-contained page, opened in a real headless Chromium, every section there and
+every image decoded."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY
+from transferlab.cli import main
+from transferlab.config import FitConfig
+from transferlab.fitting import fit
+
+SECTIONS = ["summary", "data", "advice", "training", "confusion", "per-class", "mistakes", "config"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(digits, tiny_weights, tmp_path_factory) -> Path:
+    """`fit --strategy auto` on a folder of real digit PNGs with one corrupt file: every section has content."""
+    root = tmp_path_factory.mktemp("digits")
+    images, labels = digits
+    for i, (image, label) in enumerate(zip(images[:150], labels[:150], strict=True)):
+        split = "test" if i % 5 == 0 else "train"
+        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize((16, 16)).save(root / split / str(label) / f"{i}.png")
+    (root / "train" / "0" / "corrupt.png").write_bytes(b"not a png")
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), image_size=32, epochs=2)
+    return fit(str(root), config, tmp_path_factory.mktemp("run") / "run", quiet=True).run_dir
+
+
+def test_fit_writes_a_self_contained_report_with_every_section(run_dir) -> None:
+    page = (run_dir / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"id='{section}'" in page, section
+    assert "corrupt.png" in page  # the skipped file is named
+    assert "src='http" not in page and "href='http" not in page  # nothing fetched: it opens offline
+    thumbnails = re.findall(r"<img src='data:image/png;base64,", page)
+    assert len(thumbnails) >= 1  # the most confidently wrong images, embedded
+    assert "<title>validation loss, epoch 1:" in page  # a hover value on the training curve
+
+
+def test_report_command_rewrites_it_and_refuses_an_unfinished_run(run_dir, tmp_path, capsys) -> None:
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text() == (run_dir / "report.html").read_text()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a finished run dir" in capsys.readouterr().err
+
+
+def test_no_report_skips_it(digits, tiny_weights, tmp_path) -> None:
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), strategy="head", image_size=32, epochs=1)
+    fit(digits, config.updated(report=False), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium(run_dir, tmp_path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("NO BROWSER: Chromium is not installed (make test installs Debian's chromium as root with apt)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    page = (run_dir / "report.html").resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images="ok"' in dom  # the page's own check: every <img> decoded, none broken
+    for section in SECTIONS:
+        assert f'id="{section}"' in dom, section
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1400", page], capture_output=True, timeout=120)
+    with Image.open(shot) as image:
+        pixels = image.convert("L").resize((110, 140))
+        assert image.size == (1100, 1400)
+        assert len(np.unique(np.asarray(pixels))) > 20  # text, tables and charts drawn, not a blank page
