@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import transferlab
 from tests.conftest import TINY
 from transferlab.cli import main
 from transferlab.config import FitConfig
@@ -154,3 +156,18 @@ def test_help_does_not_import_torch() -> None:
     code += "print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().endswith("False")
+
+
+def test_version_and_runs_list_the_finished_run_dirs(folder, tiny_weights, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"transferlab {transferlab.__version__}"
+    assert main(["runs", str(tmp_path)]) == 2  # nothing finished there yet
+    assert "no finished run dirs" in capsys.readouterr().err
+    assert main(_tiny_fit(folder, tiny_weights, tmp_path / "a", "head", 1)) == 0
+    (tmp_path / "unfinished").mkdir()
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith(str(tmp_path / "a")) and " head " in lines[1]
+    assert re.search(r"\d+\.\d\d% test", lines[1])

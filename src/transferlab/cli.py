@@ -157,6 +157,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    import time
+
+    from transferlab.rundir import RunDir
+
+    folders = sorted(p for p in args.dir.glob("**/") if RunDir(p).summary.is_file()) if args.dir.is_dir() else []
+    if not folders:
+        raise TransferlabError(f"no finished run dirs under {args.dir}")
+    print(f"{'run dir':<48} {'strategy':<12} {'accuracy':>9} {'on':<12} finished")
+    for folder in folders:
+        summary = json.loads(RunDir(folder).summary.read_text())
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(RunDir(folder).summary.stat().st_mtime))
+        accuracy = f"{100 * summary['accuracy']:.2f}%"
+        print(f"{folder!s:<48} {summary['strategy']:<12} {accuracy:>9} {summary['evaluated_on']:<12} {when}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from transferlab.report.html import write_report
     from transferlab.rundir import RunDir
@@ -282,9 +299,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from transferlab import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transferlab", description="Transfer learning on images: fit, evaluate, predict.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped file and more")
+    parser.add_argument("--version", action="version", version=f"transferlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("backbones", help="list registered backbones and their offline weights")
@@ -333,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="a multi-task model: this task only (default: every task)")
     p.add_argument("--domain", help="a multi-domain model: the images' domain (required there)")
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("runs", help="the finished run dirs under a folder, one line each")
+    p.add_argument("dir", nargs="?", type=Path, default=Path("runs"))
+    p.set_defaults(run=cmd_runs)
 
     p = sub.add_parser("report", help="one self-contained HTML page of a run: data, advice, curves, errors")
     p.add_argument("run_dir", type=Path)

@@ -1,0 +1,99 @@
+"""transferlab's default `fit` against fastai's `vision_learner` + `fine_tune`, side by side in one process: the
+same 1,000 Fashion-MNIST training images (100 per class, written as PNG files), the same ImageNet
+EfficientNet-Lite0 weights (loaded into fastai's timm body), the same 10,000 test images. Each side's wall time
+runs from reading the files to scoring the test images.
+
+fastai runs with its documented defaults (`ImageDataLoaders.from_folder`, `valid_pct=0.2`, `aug_transforms()`,
+`vision_learner`, `fine_tune`) at the size and epochs given (its docs fine-tune for a few epochs; 64 px was its
+better working size here).
+
+    pip install 'transferlab[bench]'
+    python benchmarks/peers.py [--size 64] [--epochs 8] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+from PIL import Image
+
+from transferlab.backbones.weights import load_weights
+from transferlab.config import FitConfig
+from transferlab.data import load_source
+from transferlab.fitting import fit
+
+
+def write_pngs(root: Path, seed: int) -> Path:
+    """root/train/<class>/*.png (100 per class, drawn by seed) and root/test/<class>/*.png (all 10,000)."""
+    data = load_source("fashion-mnist", per_class=100, seed=seed, val_fraction=0)
+    for split in ("train", "test"):
+        part = data.splits[split]
+        assert part.arrays is not None
+        for i, (image, label) in enumerate(zip(part.arrays, part.labels, strict=True)):
+            folder = root / split / data.classes[label].replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def run_fastai(root: Path, size: int, epochs: int, seed: int) -> tuple[float, float]:
+    """(test accuracy, seconds) of fastai's default transfer recipe on the same files and weights."""
+    from fastai.vision.all import (
+        ImageDataLoaders,
+        Resize,
+        accuracy,
+        aug_transforms,
+        get_image_files,
+        set_seed,
+        vision_learner,
+    )
+
+    start = time.monotonic()
+    set_seed(seed, reproducible=True)
+    dls = ImageDataLoaders.from_folder(
+        root / "train", valid_pct=0.2, seed=seed, item_tfms=Resize(size), batch_tfms=aug_transforms(), num_workers=0
+    )
+    learn = vision_learner(dls, "tf_efficientnet_lite0", metrics=accuracy, pretrained=False)
+    pretrained = timm.create_model("tf_efficientnet_lite0")
+    load_weights(pretrained, "tf_efficientnet_lite0", classifier="classifier")  # the pip-packaged ImageNet weights
+    body = learn.model[0].model  # fastai's TimmBody around the timm model, its classifier removed
+    missing, _ = body.load_state_dict(pretrained.state_dict(), strict=False)
+    assert not missing, f"weights that did not reach fastai's body: {missing[:3]}"
+    learn.fine_tune(epochs)
+    test_files = get_image_files(root / "test")
+    probs, _ = learn.get_preds(dl=dls.test_dl(test_files))
+    predicted = [dls.vocab[i] for i in probs.argmax(1).tolist()]
+    truth = [path.parent.name for path in test_files]
+    return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)])), time.monotonic() - start
+
+
+def run_transferlab(root: Path, seed: int, out: Path) -> tuple[float, float]:
+    start = time.monotonic()
+    result = fit(str(root), FitConfig(seed=seed, report=False), out, quiet=True)
+    return result.scores["accuracy"], time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    root = write_pngs(Path(tempfile.mkdtemp(prefix="peers-")), args.seed)
+    ours, our_seconds = run_transferlab(root, args.seed, root.parent / f"{root.name}-run")
+    theirs, their_seconds = run_fastai(root, args.size, args.epochs, args.seed)
+    print(f"\nFashion-MNIST, 100 labelled images per class, ImageNet Lite0, 10,000 test images, seed {args.seed}")
+    print(f"{'':<44} {'accuracy':>9} {'seconds':>8}")
+    print(f"{'transferlab fit (defaults: auto)':<44} {100 * ours:>8.1f}% {our_seconds:>8.0f}")
+    label = f"fastai vision_learner + fine_tune({args.epochs}), {args.size} px"
+    print(f"{label:<44} {100 * theirs:>8.1f}% {their_seconds:>8.0f}")
+    print(f"transferlab: {100 * (ours - theirs):+.1f} points in {our_seconds / their_seconds:.2f}x fastai's time")
+
+
+if __name__ == "__main__":
+    main()
