@@ -45,6 +45,8 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
         "metrics.jsonl",
         "curves.png",
         "summary.json",
+        "data.json",
+        "report.html",
     ):
         assert (run / name).is_file(), name
     meta = json.loads((run / "model.json").read_text())
@@ -54,7 +56,7 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     assert len(_epochs(run)) == 3
     assert FitConfig.load(run / "config.yaml").epochs == 3
     # no pickle anywhere: every binary file is safetensors
-    assert all(p.suffix in {".safetensors", ".json", ".yaml", ".jsonl", ".png"} for p in run.iterdir())
+    assert all(p.suffix in {".safetensors", ".json", ".yaml", ".jsonl", ".png", ".html"} for p in run.iterdir())
     # digits are easy: even 3 epochs of a tiny random-init network on 120 images beat chance (33%) clearly
     assert result.state.history[result.state.best_epoch - 1]["val_accuracy"] > 0.6
 
