@@ -4,8 +4,6 @@ every image decoded."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from tests.conftest import TINY
 from transferlab.cli import main
 from transferlab.config import FitConfig
 from transferlab.fitting import fit
+from transferlab.report.browser import SIZE, find_chromium, rendered_dom, screenshot
 
 SECTIONS = ["summary", "data", "advice", "training", "confusion", "per-class", "mistakes", "config"]
 
@@ -60,18 +59,14 @@ def test_no_report_skips_it(digits, tiny_weights, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_the_report_renders_in_headless_chromium(run_dir, tmp_path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = find_chromium()
     if browser is None:
         pytest.skip("NO BROWSER: Chromium is not installed (make test installs Debian's chromium as root with apt)")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    page = (run_dir / "report.html").resolve().as_uri()
-    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    dom = rendered_dom(browser, run_dir / "report.html")
     assert 'data-images="ok"' in dom  # the page's own check: every <img> decoded, none broken
     for section in SECTIONS:
         assert f'id="{section}"' in dom, section
-    shot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1400", page], capture_output=True, timeout=120)
-    with Image.open(shot) as image:
-        pixels = image.convert("L").resize((110, 140))
-        assert image.size == (1100, 1400)
-        assert len(np.unique(np.asarray(pixels))) > 20  # text, tables and charts drawn, not a blank page
+    with Image.open(screenshot(browser, run_dir / "report.html", tmp_path / "report.png")) as image:
+        assert image.size == SIZE
+        pixels = np.asarray(image.convert("L").resize((110, 140)))
+        assert len(np.unique(pixels)) > 20  # text, tables and charts drawn, not a blank page
