@@ -27,6 +27,7 @@ test: $(STAMP)
 # The benchmarks read the full Fashion-MNIST: Debian's package (offline), else transferlab downloads it.
 bench: $(STAMP)
 	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist || true
+	$(PIP) -e '.[dev,bench]'
 	$(PY) benchmarks/run_all.py
 
 lint: $(STAMP)

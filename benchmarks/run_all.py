@@ -8,7 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ["throughput.py", "frozen_speed.py", "accuracy.py", "situations.py", "multitask.py", "adaptation.py"]
+BENCHMARKS = [
+    "throughput.py",
+    "frozen_speed.py",
+    "accuracy.py",
+    "situations.py",
+    "multitask.py",
+    "adaptation.py",
+    "weight_decay.py",
+    "export_speed.py",
+    "peers.py",  # needs the bench extra (fastai), which `make bench` installs
+]
 
 
 def main() -> int:
@@ -17,7 +27,8 @@ def main() -> int:
     for name in BENCHMARKS:
         print(f"\n=== {name}", flush=True)
         start = time.monotonic()
-        if subprocess.run([sys.executable, str(here / name), *sys.argv[1:]], check=False).returncode:
+        # Each script with its own defaults: they take different flags.
+        if subprocess.run([sys.executable, str(here / name)], check=False).returncode:
             failed.append(name)
         print(f"=== {name}: {time.monotonic() - start:.0f} s", flush=True)
     if failed:
