@@ -117,6 +117,7 @@ class SignalAt(Callback):
 
 def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_weights, tmp_path, capsys) -> None:
     run_dir = tmp_path / "run"
+    users_handler = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
     config = FitConfig(backbone=TINY, weights=str(tiny_weights), strategy="full", epochs=4, image_size=32, batch_size=8)
     run = build_run(str(folder), config, run_dir, echo=lambda _: None)
     with pytest.raises(Interrupted, match="transferlab fit --resume"):
@@ -127,7 +128,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(folder, tiny_w
     assert main(["fit", "--resume", str(run_dir)]) == 0
     assert "resuming at epoch 2" in capsys.readouterr().out
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the user's handler is back
+    assert signal.getsignal(signal.SIGINT) is users_handler  # the user's handler is back
 
 
 def test_advise_json_has_the_promised_keys(tiny_weights, capsys) -> None:
