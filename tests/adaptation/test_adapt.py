@@ -79,6 +79,19 @@ def test_an_adapted_run_dir_loads_and_predicts_like_any_other(dann_run, digits) 
     assert len(predicted) == 8 and set(predicted) <= {"0", "1", "2"}
 
 
+@pytest.mark.slow
+def test_an_adapted_run_dir_reports_and_exports_like_any_other(dann_run, target, capsys) -> None:
+    pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'transferlab[export]'")
+    page = (dann_run.run_dir / "report.html").read_text()
+    assert "target test accuracy" in page  # the report leads with the target's score
+    # the model reads a bottleneck between the pooled features and its head: the export carries it too
+    assert main(["export", str(dann_run.run_dir), "--check-images", str(target / "test")]) == 0
+    assert "max |probability difference|" in capsys.readouterr().out
+    assert main(["predict", str(dann_run.run_dir / "model.onnx"), str(target / "test")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == len(list((target / "test").rglob("*.png")))
+
+
 def test_an_adapted_run_dir_is_a_backbone_for_the_next_transfer(dann_run) -> None:
     backbone = open_backbone(str(dann_run.run_dir))
     assert backbone.source_classifier is None  # its head reads the bottleneck, not the pooled features
