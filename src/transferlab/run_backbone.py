@@ -22,6 +22,9 @@ def open_backbone(name: str, *, pretrained: bool = True, weights: str | Path | N
     """
     run_backbone = _run_dir_backbone(name, weights)
     if run_backbone is None:
+        if name not in registered_names():
+            known = ", ".join(registered_names())
+            raise BackboneError(f"unknown backbone '{name}' (nor a run dir with model.json); known: {known}")
         return create_backbone(name, pretrained=pretrained, weights=weights)
     # The structure only (scratch, or the advisor's random baseline): a fresh init of the same architecture.
     return run_backbone if pretrained else create_backbone(run_backbone.name, pretrained=False)

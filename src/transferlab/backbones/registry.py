@@ -128,9 +128,7 @@ def _spec(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise BackboneError(
-            f"unknown backbone '{name}' (nor a run dir with model.json); known: {', '.join(_REGISTRY)}"
-        ) from None
+        raise BackboneError(f"unknown backbone '{name}'; known: {', '.join(_REGISTRY)}") from None
 
 
 @functools.cache
