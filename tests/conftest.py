@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 
@@ -64,3 +65,12 @@ class InterruptAt(Callback):
     def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         if trainer.state.global_step == self.step:
             trainer.interrupted = True
+
+
+def image_folder(root: Path, images: np.ndarray, labels: np.ndarray, size: int = 16) -> Path:
+    """root/{train,test}/<label>/<i>.png, every fifth image in test, each resized to size x size: real files."""
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        split = "test" if i % 5 == 0 else "train"
+        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize((size, size)).save(root / split / str(label) / f"{i}.png")
+    return root

@@ -13,10 +13,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 import transferlab
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 from transferlab.cli import main
 from transferlab.config import FitConfig
 from transferlab.errors import Interrupted
@@ -40,12 +39,7 @@ def _tiny_fit(folder: Path, weights: Path, run: Path, strategy: str, epochs: int
 @pytest.fixture(scope="module")
 def folder(digits, tmp_path_factory) -> Path:
     """An image folder with train/ and test/ class subfolders of real PNG files, plus one corrupt file."""
-    root = tmp_path_factory.mktemp("digits")
-    images, labels = digits
-    for i, (image, label) in enumerate(zip(images[:150], labels[:150], strict=True)):
-        split = "test" if i % 5 == 0 else "train"
-        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).resize((16, 16)).save(root / split / str(label) / f"{i}.png")
+    root = image_folder(tmp_path_factory.mktemp("digits"), digits[0][:150], digits[1][:150])
     (root / "train" / "0" / "corrupt.png").write_bytes(b"not a png at all")
     return root
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import transferlab
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 from transferlab.cli import main
 from transferlab.config import FitConfig
 from transferlab.export import TOLERANCE, ExportError, export_model
@@ -24,18 +24,10 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="needs the export extra:
 pytestmark = pytest.mark.slow  # each ONNX export traces the model with torch.export: seconds
 
 
-def _folder(root: Path, images: np.ndarray, labels: np.ndarray, size: int = 20) -> Path:
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        split = "test" if i % 5 == 0 else "train"
-        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).resize((size, size)).save(root / split / str(label) / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def run_dir(digits, tiny_weights, tmp_path_factory) -> Path:
     """A fitted run on a folder of real digit PNGs, with the test-time flip on (light augmentation)."""
-    source = _folder(tmp_path_factory.mktemp("digits"), *(a[:120] for a in digits))
+    source = image_folder(tmp_path_factory.mktemp("digits"), *(a[:120] for a in digits), size=20)
     settings = {"backbone": TINY, "weights": str(tiny_weights), "strategy": "partial:2", "image_size": 32}
     config = FitConfig(**settings, epochs=2, augment="light", lr=0.01)
     return fit(str(source), config, tmp_path_factory.mktemp("run") / "run", quiet=True).run_dir
@@ -115,8 +107,8 @@ def test_a_multi_domain_model_exports_every_head_and_predicting_needs_the_domain
 ) -> None:
     images, labels = digits
     sources = {
-        "digits": str(_folder(tmp_path / "a", images[:90], labels[:90])),
-        "inverted": str(_folder(tmp_path / "b", 255 - images[90:180], labels[90:180] % 2)),
+        "digits": str(image_folder(tmp_path / "a", images[:90], labels[:90], size=20)),
+        "inverted": str(image_folder(tmp_path / "b", 255 - images[90:180], labels[90:180] % 2, size=20)),
     }
     config = FitConfig(backbone=TINY, weights=str(tiny_weights), strategy="partial:3", image_size=32, epochs=1)
     run = fit(sources, config.updated(domain_batchnorm=True), tmp_path / "run", quiet=True).run_dir

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 from transferlab.cli import main
 from transferlab.config import FitConfig
 from transferlab.fitting import fit
@@ -22,12 +22,7 @@ SECTIONS = ["summary", "data", "advice", "training", "confusion", "per-class", "
 @pytest.fixture(scope="module")
 def run_dir(digits, tiny_weights, tmp_path_factory) -> Path:
     """`fit --strategy auto` on a folder of real digit PNGs with one corrupt file: every section has content."""
-    root = tmp_path_factory.mktemp("digits")
-    images, labels = digits
-    for i, (image, label) in enumerate(zip(images[:150], labels[:150], strict=True)):
-        split = "test" if i % 5 == 0 else "train"
-        (root / split / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).resize((16, 16)).save(root / split / str(label) / f"{i}.png")
+    root = image_folder(tmp_path_factory.mktemp("digits"), digits[0][:150], digits[1][:150])
     (root / "train" / "0" / "corrupt.png").write_bytes(b"not a png")
     config = FitConfig(backbone=TINY, weights=str(tiny_weights), image_size=32, epochs=2)
     return fit(str(root), config, tmp_path_factory.mktemp("run") / "run", quiet=True).run_dir

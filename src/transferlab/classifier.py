@@ -18,7 +18,7 @@ from sklearn.utils import Tags
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import Split, load_source, prepare
 from transferlab.data.cache import decode_split
-from transferlab.data.folder import read_unlabelled
+from transferlab.data.folder import image_files
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
 from transferlab.data.types import DEFAULT_TASK
@@ -211,16 +211,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_fitted()
         heads, domain = self._heads(task, domain)
-        files = [f for p in map(Path, paths) for f in (read_unlabelled(p) if p.is_dir() else [p] * p.exists())]
-        tensor, kept, failed = self._decode(files)
+        tensor, kept, failed = self._decode(image_files(paths))
         probs = {head: p.numpy() for head, p in self._probabilities(tensor, domain).items() if head in heads}
         per_task = len(self.heads_) > 1 and not self.model_.domains
-        yield from prediction_rows(kept, probs, self.heads_, top_k, per_task)
-        for name, reason in failed:
-            yield {"path": name, "error": reason}
-        for path in paths:
-            if not Path(path).exists():
-                yield {"path": str(path), "error": "no such file or folder"}
+        yield from prediction_rows(paths, kept, probs, self.heads_, top_k, per_task, failed)
 
     def evaluate(self, source: str | Path | tuple, split: str = "auto", domain: str | None = None) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class precision/recall, confusion matrix and top losses on `source`.

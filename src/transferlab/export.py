@@ -30,7 +30,7 @@ from torch import nn
 
 from transferlab.config import FitConfig
 from transferlab.data import Split, decode_split, load_source
-from transferlab.data.folder import read_unlabelled
+from transferlab.data.folder import image_files
 from transferlab.data.transforms import Normalizer
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import probabilities
@@ -188,7 +188,7 @@ def _write_torchscript(module: Deployable, example: torch.Tensor, out: Path, inf
 def _check_images(run_dir: Path, model: TransferModel, size: int, given: list[Path] | None) -> tuple[torch.Tensor, str]:
     """Decoded uint8 images [N, 3, size, size] to compare the export with PyTorch on, and where they came from."""
     if given:
-        paths = [f for p in given for f in (read_unlabelled(p) if p.is_dir() else [p])][:CHECK_IMAGES]
+        paths = image_files(given)[:CHECK_IMAGES]
         split, origin = Split(labels=np.zeros(len(paths), dtype=np.int64), paths=paths), "the given files"
     else:
         config_file = RunDir(run_dir).config

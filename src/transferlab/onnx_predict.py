@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.data.decode import INTERPOLATIONS, BadImage, open_scaled, quiet_size_warnings, square_crop
-from transferlab.data.folder import read_unlabelled
+from transferlab.data.folder import image_files
 from transferlab.errors import TransferlabError
 from transferlab.predictions import choose_heads, prediction_rows
 
@@ -47,22 +47,16 @@ class OnnxPredictor:
         heads = choose_heads(list(self.classes), self.info["domains"], task, domain)
         size = self.info["input"]["size"]
         resample = INTERPOLATIONS[self.info["input"]["interpolation"]]
-        files = [f for p in map(Path, paths) for f in (read_unlabelled(p) if p.is_dir() else [p] * p.exists())]
         decoded, kept, failed = [], [], []
         with quiet_size_warnings():
-            for file in files:
+            for file in image_files(paths):
                 try:
                     image, _ = open_scaled(file, min_side=size)
                 except BadImage as bad:
-                    failed.append({"path": str(file), "error": bad.reason})
+                    failed.append((str(file), bad.reason))
                     continue
                 decoded.append(square_crop(image, size, resample))
                 kept.append(str(file))
-        if kept:
-            probs = self.probabilities(np.stack(decoded), heads)
-            per_task = len(self.classes) > 1 and not self.info["domains"]
-            yield from prediction_rows(kept, probs, self.classes, top_k, per_task)
-        yield from failed
-        for path in paths:
-            if not Path(path).exists():
-                yield {"path": str(path), "error": "no such file or folder"}
+        probs = self.probabilities(np.stack(decoded), heads) if kept else {}
+        per_task = len(self.classes) > 1 and not self.info["domains"]
+        yield from prediction_rows(paths, kept, probs, self.classes, top_k, per_task, failed)

@@ -4,6 +4,7 @@ and an exported one (onnxruntime, no torch), so both speak the same JSON."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,17 @@ def top(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[dict[str
 
 
 def prediction_rows(
+    asked: Sequence[Path],
     names: Sequence[str],
     probs: dict[str, np.ndarray],
     classes: Mapping[str, Sequence[str]],
     top_k: int,
     per_task: bool,
+    failed: Sequence[tuple[str, str]] = (),
 ) -> Iterator[dict[str, Any]]:
-    """One row per image: `path` + `top` for one head, or `path` + `tasks: {task: {top}}` (`per_task`)."""
+    """`predict`'s rows for the paths `asked`: one per image decoded (`names`, in the order of `probs`' rows),
+    `path` + `top` for one head or `path` + `tasks: {task: {top}}` (`per_task`); then `path` + `error` for each
+    (name, reason) in `failed` and each asked path that does not exist."""
     tops = {head: top(probs[head], classes[head], top_k) for head in probs}
     for index, name in enumerate(names):
         if per_task:
@@ -35,6 +40,11 @@ def prediction_rows(
         else:
             (only,) = tops.values()
             yield {"path": name, "top": only[index]}
+    for name, reason in failed:
+        yield {"path": name, "error": reason}
+    for path in asked:
+        if not Path(path).exists():
+            yield {"path": str(path), "error": "no such file or folder"}
 
 
 def choose_heads(heads: list[str], domains: bool, task: str | None, domain: str | None) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from transferlab.data.decode import IMAGE_EXTENSIONS, is_image_file
@@ -64,3 +65,13 @@ def _images_below(folder: Path) -> list[Path]:
 def read_unlabelled(root: Path) -> list[Path]:
     """Every image file below `root`, whatever folders hold it: a domain-adaptation target needs no labels."""
     return _images_below(root)
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The files of `paths`, each folder searched as `read_unlabelled` does; paths that do not exist are left out
+    (the caller reports them)."""
+    return [
+        file
+        for path in map(Path, paths)
+        for file in (read_unlabelled(path) if path.is_dir() else [path] * path.exists())
+    ]
