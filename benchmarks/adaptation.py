@@ -15,6 +15,10 @@ oracle row):
   no shift, so a method should lose nothing here.
 - `partial`: the `fashion-m` source with all 10 classes; the target (train and test) keeps only classes 0-4
   (T-shirt/top, Trouser, Pullover, Dress, Coat). Rows: source only, dann, dann + source_weighting="classes".
+- `validation`: on fashion-m and digits-m, `none`, `coral` and `dann` again with validation="dev": the
+  checkpoint kept and early stopping by DEV's importance-weighted source validation loss instead of the plain
+  one. Compare them with the `fashion` and `digits` parts' rows (run them together: --part
+  fashion,digits,validation).
 - `selection`: Fashion-MNIST-M target; the source is the Fashion source mixed with as many digits images,
   labelled 0-9 as Fashion's classes 0-9 (off-domain images with meaningless labels). Rows, all without an
   alignment loss (adaptation="none"), so that only the choice of source images differs: the whole mixed
@@ -44,7 +48,7 @@ Defaults, and why:
   rows is what matters. `--epochs 12` (fit's own default is 20) for the same reason; adversarial training
   needs the steps: on fashion-m, DANN gained 4.3 points over the source alone at 6 epochs, 8.3 at 12, 12.1
   at 20 (seed 0), while the source alone stayed at 35-36%.
-- `--seeds 1`: a default run is 25 fits of about 20-90 s each (a fashion-m fit: 50-90 s at 12 epochs, two
+- `--seeds 1`: a default run is 31 fits of about 20-90 s each (a fashion-m fit: 50-90 s at 12 epochs, two
   threads); digits fits are smaller, the selection's mixed source twice as large. `--seeds 3`, for a
   mean ± sd, takes three times as long. `--quick` (20/class, 2 epochs, 500 target and 500 test images,
   fashion-m only unless --part says otherwise) is a smoke test; its accuracies mean nothing.
@@ -52,7 +56,7 @@ Defaults, and why:
   (`from_arrays`) has no test split: a target without one cannot be scored, nor a source's own test. The
   target's training images sit in one `unlabelled` folder, so that no label exists for them on disk.
 
-    python benchmarks/adaptation.py [--part fashion|digits|control|partial|selection|all] [--seeds 1]
+    python benchmarks/adaptation.py [--part all|PART[,PART...]] [--seeds 1]
         [--per-class 100] [--image-size 32] [--epochs 12] [--strategy partial:4] [--quick]
 """
 
@@ -84,7 +88,7 @@ from transferlab.data.blended import TEST_PHOTOS, TRAIN_PHOTOS, blend, photo_poo
 from transferlab.data.builtins import load_builtin
 from transferlab.fitting import fit
 
-PARTS = ("fashion", "digits", "control", "partial", "selection")
+PARTS = ("fashion", "digits", "control", "partial", "selection", "validation")
 SETTING_OF_PART = {
     "fashion": "fashion-m",
     "digits": "digits-m",
@@ -92,6 +96,7 @@ SETTING_OF_PART = {
     "partial": "partial",
     "selection": "selection",
 }
+DEV_METHODS = ("none", "coral", "dann")  # the methods whose checkpoint the validation part also keeps by DEV
 METHODS = ("none", "adabn", "coral", "dann")
 ADAPTED = ("adabn", "coral", "dann")  # the methods that do something about the shift
 PARTIAL_CLASSES = (0, 1, 2, 3, 4)  # the partial target's classes, of Fashion-MNIST's ten
@@ -337,6 +342,16 @@ def partial_rows(folders: Setting, base: FitConfig, out: Path) -> list[Row]:
     return [run_fit("partial", name, folders.source, config, folders.target, out) for name, config in runs]
 
 
+def validation_rows(fashion_m: Setting, builder: Builder, base: FitConfig, out: Path) -> list[Row]:
+    """`DEV_METHODS` on both shifted settings, each checkpoint kept by DEV (rows named `METHOD + dev`)."""
+    rows = []
+    for setting, folders in (("fashion-m", fashion_m), ("digits-m", builder.setting("digits-m", base.seed))):
+        for method in DEV_METHODS:
+            config = base.updated(adaptation=method, validation="dev")
+            rows.append(run_fit(setting, f"{method} + dev", folders.source, config, folders.target, out))
+    return rows
+
+
 def selection_rows(builder: Builder, fashion_m: Setting, base: FitConfig, seed: int, out: Path) -> list[Row]:
     start = time.monotonic()
     chosen = build_selection(builder, fashion_m, seed, base)
@@ -360,10 +375,12 @@ def run_seed(args: argparse.Namespace, parts: list[str], builder: Builder, seed:
     base = FitConfig(strategy=args.strategy, image_size=args.image_size, epochs=args.epochs, seed=seed)
     rows: list[Row] = []
     fashion_m = None
-    if any(part in parts for part in ("fashion", "selection")):
+    if any(part in parts for part in ("fashion", "selection", "validation")):
         fashion_m = builder.setting("fashion-m", seed)
     for part in parts:
-        if part == "fashion":
+        if part == "validation":
+            rows += validation_rows(fashion_m or builder.setting("fashion-m", seed), builder, base, out)
+        elif part == "fashion":
             assert fashion_m is not None
             rows += shift_rows("fashion-m", fashion_m, base, out)
         elif part in ("digits", "control"):
@@ -460,6 +477,7 @@ def goals(table: dict[tuple[str, str], Cell]) -> list[str]:
         *_auto_goals(mean),
         *_partial_goal(mean),
         *_selection_goals(mean, kept_fashion),
+        *_validation_lines(mean),
     ]
     return lines or ["no goal could be judged: run more parts"]
 
@@ -554,9 +572,23 @@ def _selection_goals(mean: Mean, kept_fashion: float | None) -> list[str]:
     ]
 
 
+def _validation_lines(mean: Mean) -> list[str]:
+    """Not a goal: whether DEV's checkpoint did better on the target than the source validation loss's."""
+    lines = []
+    for setting in ("fashion-m", "digits-m"):
+        pairs = [(m, mean(setting, m), mean(setting, f"{m} + dev")) for m in DEV_METHODS]
+        known = [(m, plain, dev) for m, plain, dev in pairs if plain is not None and dev is not None]
+        if known:
+            changes = ", ".join(f"{m} {plain:.1f} → {dev:.1f}" for m, plain, dev in known)
+            average = statistics.fmean(dev - plain for _, plain, dev in known)
+            lines.append(f"INFO {setting}: source validation → DEV: {changes} (mean {average:+.1f} points)")
+    return lines
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=[*PARTS, "all"], default=None, help="default: all (--quick: fashion)")
+    parts = ",".join(PARTS)
+    parser.add_argument("--part", default=None, help=f"all, or some of {parts} (default: all; --quick: fashion)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=100, help="Fashion source images per class")
     parser.add_argument("--digits-per-class", type=int, default=50, help="digits source images per class")
@@ -573,15 +605,18 @@ def parse_args() -> argparse.Namespace:
         args.seeds = 1
         args.part = args.part or "fashion"
     args.part = args.part or "all"
+    unknown = set(args.part.split(",")) - {*PARTS, "all"}
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}: choose from all, {', '.join(PARTS)}")
     return args
 
 
 def main() -> None:
     started = time.monotonic()
     args = parse_args()
-    parts = list(PARTS) if args.part == "all" else [args.part]
-    needs_fashion = any(p in parts for p in ("fashion", "control", "partial", "selection"))
-    needs_digits = any(p in parts for p in ("digits", "selection"))
+    parts = list(PARTS) if args.part == "all" else args.part.split(",")
+    needs_fashion = any(p in parts for p in ("fashion", "control", "partial", "selection", "validation"))
+    needs_digits = any(p in parts for p in ("digits", "selection", "validation"))
     fashion = load_pool("fashion-mnist") if needs_fashion else None
     digits = load_pool("digits") if needs_digits else None
     with tempfile.TemporaryDirectory(prefix="adaptation-") as temp:

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-from transferlab.config import ADAPTATIONS, SOURCE_WEIGHTINGS, FitConfig
+from transferlab.config import ADAPTATIONS, SOURCE_WEIGHTINGS, VALIDATIONS, FitConfig
 from transferlab.errors import Interrupted, TransferlabError
 
 
@@ -24,10 +24,14 @@ class _Parser(argparse.ArgumentParser):
 
 # The settings only multi-task and multi-domain fits read, and those only domain adaptation reads.
 HEADS_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm"}
-ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting"}
+ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting", "validation"}
 TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"
 # As `adapt` names them, with their choices.
-ADAPT_FLAGS = {"adaptation": ("--method", ADAPTATIONS), "source_weighting": ("--weighting", SOURCE_WEIGHTINGS)}
+ADAPT_FLAGS = {
+    "adaptation": ("--method", ADAPTATIONS),
+    "source_weighting": ("--weighting", SOURCE_WEIGHTINGS),
+    "validation": ("--validation", VALIDATIONS),
+}
 
 
 def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None:

@@ -23,6 +23,7 @@ WEIGHTINGS = ("equal", "uncertainty", "gradnorm")  # how the tasks' losses combi
 SHARINGS = ("hard", "soft")
 ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")
+VALIDATIONS = ("source", "dev")  # which loss keeps the checkpoint of an adapted run (see adaptation/monitor.py)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class FitConfig:
     `adaptation` method, whose transfer loss is weighted by `transfer_weight` and aligns the output of a
     trained `bottleneck` layer of that width (0: none). `source_weighting` weighs the source images by how
     target-like they are (`importance`) or their classes by how much the target predicts them (`classes`,
-    for a target with only some of the source's classes).
+    for a target with only some of the source's classes). `validation` is what keeps the checkpoint and
+    stops early, since the target's labels cannot: the source's validation loss, or `dev`, that loss weighted
+    by each image's density ratio towards the target (Deep Embedded Validation).
     """
 
     source: str | None = None
@@ -62,6 +65,7 @@ class FitConfig:
     transfer_weight: float = 1.0
     bottleneck: int | None = None
     source_weighting: str = "none"
+    validation: str = "source"
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     strategy: str = "auto"
@@ -149,6 +153,7 @@ class FitConfig:
     def _check_adaptation(self) -> None:
         self._check_choice("adaptation", ADAPTATIONS)
         self._check_choice("source_weighting", SOURCE_WEIGHTINGS)
+        self._check_choice("validation", VALIDATIONS)
         if self.transfer_weight < 0:
             raise ConfigError(f"transfer_weight must be 0 or more, got {self.transfer_weight}")
         if self.bottleneck is not None and self.bottleneck < 0:

@@ -305,7 +305,7 @@ def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
     assert config.patience is not None, "resolve() sets the patience"
     callbacks: list[Callback] = [
         MetricsLog(RunDir(run_dir).metrics),
-        BestCheckpoint(lambda trainer: save_model(trainer.eval_model, run_dir, extra)),
+        BestCheckpoint(lambda trainer: save_model(trainer.eval_model, run_dir, extra), metric=kept_by(config)),
         EarlyStopping(config.patience),
         ResumableCheckpoint(),
     ]
@@ -316,6 +316,12 @@ def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
     if not quiet:
         callbacks.append(Progress())
     return callbacks
+
+
+def kept_by(config: FitConfig) -> str:
+    """The epoch metric that keeps the checkpoint and stops early: the source's validation loss, or the
+    target loss that DEV estimates from it (DomainGap measures it)."""
+    return "dev_loss" if config.validation == "dev" else "val_loss"
 
 
 def model_extra(run: Run) -> dict[str, Any]:
@@ -336,10 +342,11 @@ def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks:
     with interruptible(trainer):
         state = trainer.fit()
     if state.best_epoch:
-        kept = state.history[state.best_epoch - 1]
+        kept, metric = state.history[state.best_epoch - 1], kept_by(run.config)
+        what = {"val_loss": "validation loss", "dev_loss": "DEV's estimate of the target loss"}[metric]
         run.echo(
-            f"stopped: {state.stop_reason}; kept epoch {state.best_epoch}: validation loss {kept['val_loss']:.4f} "
-            f"(lowest {state.best_metric:.4f}), accuracy {kept['val_accuracy']:.4f}"
+            f"stopped: {state.stop_reason}; kept epoch {state.best_epoch}: {what} {kept[metric]:.4f} "
+            f"(lowest {state.best_metric:.4f}), validation accuracy {kept['val_accuracy']:.4f}"
         )
     return state
 

@@ -72,6 +72,20 @@ def test_a_dann_run_logs_source_loss_transfer_loss_discriminator_and_domain_dist
         assert 0 <= row["a_distance"] <= 2
 
 
+def test_dev_validation_keeps_the_checkpoint_by_the_weighted_source_loss(digits, target, tiny_weights, tmp_path):
+    config = _config(tiny_weights, strategy="partial:2", adaptation="auto", validation="dev")
+    run = fit(_source(digits), config, tmp_path / "run", quiet=True, target=str(target))
+    rows = run.state.history
+    assert all(row["dev_loss_se"] > 0 for row in rows)
+    assert [row["dev_loss"] for row in rows] != [row["val_loss"] for row in rows]
+    assert run.state.best_metric == min(row["dev_loss"] for row in rows)  # what the checkpoint read
+    page = (run.run_dir / "report.html").read_text()  # advice.json holds the method alone: no strategy advice
+    assert "Why this adaptation method" in page and "DEV&#x27;s estimate" in page
+    assert "Why this strategy" not in page
+    with pytest.raises(ConfigError, match="give one"):
+        fit(_source(digits), config, tmp_path / "untargeted", quiet=True)  # no target to weigh towards
+
+
 def test_an_adapted_run_dir_loads_and_predicts_like_any_other(dann_run, digits) -> None:
     model = transferlab.load(dann_run.run_dir)
     assert model.model_.bottleneck == 256

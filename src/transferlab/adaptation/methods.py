@@ -114,6 +114,8 @@ def prepare_adaptation(
     target decoded like the source, and the source images' importance weights if asked for. Without a
     target: nothing to do."""
     if target_source is None:
+        if config.validation == "dev":
+            raise ConfigError("validation 'dev' weighs the source's validation images towards a target: give one")
         return config, None, None
     if data.domains:
         raise ConfigError("domain adaptation takes one source, not several domains")
@@ -236,4 +238,8 @@ def describe_adaptation(config: FitConfig, target: PreparedData) -> str:
     if config.strategy == "head" and config.adaptation in ALIGNING:
         frozen = " (strategy head: the backbone is frozen, so only the bottleneck can move towards the target)"
     name = config.target or "in memory"
-    return f"adaptation: {what}{frozen}{weighting}; target {name}: {sizes}, {labelled}"
+    kept = {
+        "source": "the source's validation loss (target labels are never read)",
+        "dev": "the source's validation loss weighted towards the target (DEV)",
+    }[config.validation]
+    return f"adaptation: {what}{frozen}{weighting}; target {name}: {sizes}, {labelled}; checkpoint kept by {kept}"

@@ -1,4 +1,5 @@
-"""How far apart the domains are as training moves the features: a callback that measures it every epoch."""
+"""How far apart the domains are as training moves the features, and what the source's validation loss says
+about the target's: one callback that measures both every epoch."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from transferlab.adaptation.shift import classify_domains
+from transferlab.adaptation.shift import classify_domains, density_ratio, dev_risk
 from transferlab.inference import evaluating
 from transferlab.model import TransferModel
 from transferlab.train.batches import Batches
@@ -22,10 +24,15 @@ REGULARIZATION = 1e-2
 
 
 class DomainGap(Callback):
-    """After each epoch, the proxy A-distance between the source's and the target's held-out images, on the
-    features the heads read (of the model that is validated and kept): a fresh domain classifier, so unlike a
-    DANN discriminator's training accuracy it reads the same for every method. It adds `a_distance` to the
-    epoch's metrics, for the callbacks after it (the log, the progress line): place it first."""
+    """After each epoch, on the features the heads read (of the model that is validated and kept), a fresh
+    classifier of the source's against the target's held-out images. It adds to the epoch's metrics, for the
+    callbacks after it (the log, the progress line, the best checkpoint): place it first.
+
+    - `a_distance`: its proxy A-distance; unlike a DANN discriminator's training accuracy, it reads the same
+      for every method.
+    - `dev_loss`, `dev_loss_se`: the target's loss as Deep Embedded Validation estimates it, from the source
+      validation images' losses weighted by the classifier's (cross-fitted) density ratios (shift.dev_risk).
+    """
 
     def __init__(self, source: Batches, target: Batches, max_images: int = MAX_IMAGES) -> None:
         self.source = source
@@ -34,20 +41,27 @@ class DomainGap(Callback):
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         model = trainer.eval_model
-        source, target = (features(model, batches, self.max_images) for batches in (self.source, self.target))
+        source, losses = features_and_losses(model, self.source, self.max_images)
+        target, _ = features_and_losses(model, self.target, self.max_images)
         folds = min(FOLDS, len(source), len(target))
         measured = classify_domains(source, target, folds=folds, regularizations=(REGULARIZATION,))
         metrics["a_distance"] = measured.proxy_a_distance
+        metrics["dev_loss"], metrics["dev_loss_se"] = dev_risk(losses, density_ratio(measured))
 
 
 @torch.no_grad()
-def features(model: TransferModel, batches: Batches, limit: int) -> np.ndarray:
-    """The features the heads read, of the first `limit` images of `batches`, in eval mode."""
-    chunks, count = [], 0
+def features_and_losses(model: TransferModel, batches: Batches, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features the heads read, of the first `limit` images of `batches`, in eval mode, and each image's
+    cross-entropy (NaN for an unlabelled image: a target's)."""
+    features, losses, count = [], [], 0
     with evaluating(model):
         for batch in batches.batches():
-            chunks.append(model.outputs_from(batch.x, batch.start).features.float().cpu())
+            outputs = model.outputs_from(batch.x, batch.start)
+            labels, logits = batch.targets[:, 0], outputs.logits[model.head_names[0]]
+            loss = nn.functional.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            features.append(outputs.features.float().cpu())
+            losses.append(torch.where(labels >= 0, loss, torch.nan).double().cpu())
             count += len(batch.x)
             if count >= limit:
                 break
-    return torch.cat(chunks)[:limit].numpy()
+    return torch.cat(features)[:limit].numpy(), torch.cat(losses)[:limit].numpy()

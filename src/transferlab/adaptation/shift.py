@@ -130,7 +130,13 @@ def density_ratio(result: DomainClassifier) -> np.ndarray:
 
 
 def importance_weights(ratio: np.ndarray, clip: float = 10.0) -> np.ndarray:
-    """Density ratios capped at `clip` times their median, then scaled to mean 1.
+    """Density ratios capped at `clip` times their median (see `capped_ratio`), then scaled to mean 1."""
+    capped = capped_ratio(ratio, clip)
+    return capped / capped.mean()
+
+
+def capped_ratio(ratio: np.ndarray, clip: float = 10.0) -> np.ndarray:
+    """Density ratios capped at `clip` times their median.
 
     The cap keeps a few images the classifier is sure about from carrying most of the weight (which would
     collapse the effective sample size); the median is the reference because those very images cannot move it.
@@ -143,8 +149,28 @@ def importance_weights(ratio: np.ndarray, clip: float = 10.0) -> np.ndarray:
     median = float(np.median(ratio))
     if median == 0:
         raise ValueError("half or more of the ratios are 0: there is no typical weight to scale by")
-    capped = np.minimum(ratio, clip * median)
-    return capped / capped.mean()
+    return np.minimum(ratio, clip * median)
+
+
+def dev_risk(losses: np.ndarray, ratio: np.ndarray, clip: float = 10.0) -> tuple[float, float]:
+    """(estimate, standard error) of the target's mean loss from the source validation images' `losses` and
+    density ratios p_t(x) / p_s(x): Deep Embedded Validation (You et al., ICML 2019).
+
+    The importance-weighted mean of w·loss is unbiased but noisy; since the true weights average 1 over the
+    source, w itself is a control variate: DEV = mean(w·loss) + η (mean(w) - 1), with η = -Cov(w·loss, w) /
+    Var(w), the η that minimises the variance. The ratios are capped as `capped_ratio` does, not rescaled:
+    rescaling to mean 1 would leave the control variate nothing to correct.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    weights = capped_ratio(ratio, clip)
+    if losses.shape != weights.shape:
+        raise ValueError(f"losses and ratios must be aligned, got {losses.shape} and {weights.shape}")
+    weighted = weights * losses
+    variance = float(weights.var(ddof=1)) if len(weights) > 1 else 0.0
+    eta = -float(np.cov(weighted, weights)[0, 1]) / variance if variance > 0 else 0.0
+    terms = weighted + eta * (weights - 1.0)
+    error = float(terms.std(ddof=1)) / len(terms) ** 0.5 if len(terms) > 1 else 0.0
+    return float(terms.mean()), error
 
 
 def effective_sample_size(weights: np.ndarray) -> float:

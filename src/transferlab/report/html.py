@@ -119,8 +119,26 @@ def _data(data: dict[str, Any] | None) -> str:
 
 
 def _advice(advice: dict[str, Any] | None) -> str:
+    """Why this strategy (when the advisor chose it) and why this adaptation method (when `auto` chose it)."""
     if advice is None:
         return ""
+    return (_strategy(advice) if "evidence" in advice else "") + _adaptation(advice.get("adaptation"))
+
+
+def _adaptation(measured: dict[str, Any] | None) -> str:
+    if measured is None:
+        return ""
+    facts = [
+        ("method", measured["method"]),
+        ("why", measured["why"]),
+        ("domain classifier accuracy", f"{100 * measured['domain_accuracy']:.1f}% (balanced; 50% is chance)"),
+        ("proxy A-distance", f"{measured['proxy_a_distance']:.2f} of 2"),
+    ]
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    return f"<section id='adaptation'><h2>Why this adaptation method</h2><table>{rows}</table></section>"
+
+
+def _strategy(advice: dict[str, Any]) -> str:
     evidence = advice["evidence"]
     curve: Series = {"pretrained probe": [(float(i), a) for i, a in enumerate(evidence["stage_probe"])]}
     chart = _svg_lines(curve, "stage", "probe accuracy", ticks=evidence["stage_names"])
@@ -145,6 +163,8 @@ def _training(history: list[dict[str, Any]]) -> str:
         "train loss": [(r["epoch"], r["train_loss"]) for r in history],
         "validation loss": [(r["epoch"], r["val_loss"]) for r in history],
     }
+    if all("dev_loss" in r for r in history):  # an adapted run: the target loss DEV estimates
+        loss["target loss, DEV's estimate"] = [(r["epoch"], r["dev_loss"]) for r in history]
     accuracy = {"validation accuracy": [(r["epoch"], r["val_accuracy"]) for r in history]}
     charts = _svg_lines(loss, "epoch", "loss") + _svg_lines(accuracy, "epoch", "accuracy")
     return f"<section id='training'><h2>Training</h2>{charts}</section>"

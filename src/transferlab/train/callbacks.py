@@ -25,17 +25,22 @@ class BestCheckpoint(Callback):
 
     Loss, not accuracy: on a small validation set accuracy moves in coarse steps and a lucky epoch wins. The
     margin is the validation set's own standard error, not a fixed fraction: 200 images are noisy, 20,000 are
-    not. The rules compared are in benchmarks/README.md ("Measurements behind the defaults").
+    not. The rules compared are in benchmarks/README.md ("Measurements behind the defaults"). `metric` names the
+    loss it reads: the validation loss, or another estimate that a callback before it adds (domain
+    adaptation's `dev_loss`), beside its standard error as METRIC_se.
     """
 
-    def __init__(self, save: Saver, standard_errors: float = 1.0) -> None:
+    def __init__(self, save: Saver, standard_errors: float = 1.0, metric: str = "val_loss") -> None:
         self.save = save
         self.standard_errors = standard_errors
+        self.metric = metric
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        state, loss = trainer.state, metrics["val_loss"]
+        if self.metric not in metrics:
+            raise ValueError(f"the best checkpoint reads '{self.metric}', which no callback before it measured")
+        state, loss = trainer.state, metrics[self.metric]
         if state.best_metric is None or loss < state.best_metric:
-            state.best_metric, state.best_margin = loss, self.standard_errors * metrics["val_loss_se"]
+            state.best_metric, state.best_margin = loss, self.standard_errors * metrics[f"{self.metric}_se"]
         if loss <= state.best_metric + state.best_margin:
             state.best_epoch, state.stale_epochs = metrics["epoch"], 0
             self.save(trainer)
@@ -157,13 +162,15 @@ class Progress(Callback):
 
 def _adaptation_line(trainer: Trainer, metrics: dict[str, Any]) -> str:
     """Domain adaptation's epoch means: the source loss, the transfer loss, the discriminator's accuracy
-    (0.5: it cannot tell the domains apart) and the measured distance between the domains' features."""
+    (0.5: it cannot tell the domains apart); and the measured distance between the domains' features and the
+    target loss that DEV estimates."""
     means = trainer.state.history[-1] if trainer.state.history else {}
     shown = {
         "source": means.get("train/loss/source"),
         **{name.removeprefix("train/transfer/"): v for name, v in means.items() if name.startswith("train/transfer/")},
         "disc_acc": means.get("train/domain/accuracy"),
         "A-distance": metrics.get("a_distance"),
+        "dev_loss": metrics.get("dev_loss"),
     }
     return "".join(f"  {name} {value:.3f}" for name, value in shown.items() if value is not None)
 
