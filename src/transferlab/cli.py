@@ -93,6 +93,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from transferlab.distributed import rank
     from transferlab.fitting import fit
 
     if args.resume:
@@ -106,7 +107,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
         name = args.source or "-".join(config.domain_sources)
         result = fit(args.source, config, args.out or _new_run_dir(name))
-    print(f"run dir: {result.run_dir}")
+    if rank() == 0:  # under torchrun, one process speaks for the run
+        print(f"run dir: {result.run_dir}")
     return 0
 
 

@@ -7,8 +7,9 @@ model scored and summarised). `fit` is the three in a row, for one task, several
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from transferlab.data.sources import Source
 from transferlab.data.summary import summarize
 from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.defaults import resolve
+from transferlab.distributed import World, join
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.fitdata import FitData
@@ -43,7 +45,7 @@ from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
 from transferlab.sizing import image_size_for, prepare_for
 from transferlab.strategies import Strategy, parse_strategy
-from transferlab.train.batches import Batches
+from transferlab.train.batches import Batches, shard
 from transferlab.train.callbacks import (
     BestCheckpoint,
     EarlyStopping,
@@ -98,6 +100,7 @@ class Run:
     echo: Echo
     target: PreparedData | None = None  # domain adaptation's target: train and val unlabelled
     target_val: Batches | None = None  # its held-out images, to measure the domains' distance each epoch
+    world: World = field(default_factory=World)  # the processes torchrun started (one, without it)
 
     @property
     def heads(self) -> dict[str, list[str]]:
@@ -213,12 +216,24 @@ def build_run(
 ) -> Run:
     """Load and decode the data, choose the strategy, build the model, objective and batches; warm-start the
     heads. Writes config.yaml (and advice.json) to `run_dir`. `target`: domain adaptation's unlabelled target
-    (in memory, say; a path or built-in name may be given as `config.target` instead)."""
-    run_dir = Path(run_dir)
-    source, target_source, config = _inputs(source, target, config, run_dir, resume)
+    (in memory, say; a path or built-in name may be given as `config.target` instead).
+
+    Under torchrun, rank 0 builds first (the advisor runs once, and it alone writes) and the other ranks then
+    build what its config.yaml settled, silently, without the heads' warm start: DDP gives them rank 0's
+    weights."""
+    world = join(resolve_device(config.device))
+    if world.active and (target is not None or config.target is not None):  # refused by every rank at once
+        raise ConfigError("domain adaptation runs in one process: start adapt without torchrun")
+    run_dir = world.from_main(Path(run_dir))  # a name from the clock is rank 0's
+    following = not world.is_main
+    if following:
+        world.barrier()  # rank 0 has saved its settings
+        echo = _silent
+    settled = resume or following  # the settings come from the run dir, and the heads are not warm-started
+    source, target_source, config = _inputs(source, target, config, run_dir, settled)
     _check_heads(source, config)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = world.device
     datasets = _load(source, config)
     scratch = config.strategy == "scratch"  # the structure only: no weights to load
     backbone = open_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
@@ -244,29 +259,65 @@ def build_run(
         build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not settled:
         config.save(RunDir(run_dir).config)
         (RunDir(run_dir).metrics).unlink(missing_ok=True)
+    if world.active and world.is_main:
+        world.barrier()  # the other ranks may read config.yaml now
     _describe(data, datasets, backbone, strategy, model, config, echo)
     if target_data is not None:
         echo(describe_adaptation(config, target_data))
-    if strategy.warm_start and strategy.trains_backbone(model) and not resume:
+    if strategy.warm_start and strategy.trains_backbone(model) and not settled:
         # The heads' own weighting would be learned here and thrown away: the warm start weighs them equally.
         warm_objective = build_objective(config, model, weighting="equal")
         accuracy = warm_start_head(model, config, data, device, run_dir, warm_objective)
         echo(f"head warm start on frozen features: validation accuracy {accuracy:.4f}")
-    target_val = None
-    if target_data is None:
-        train, val, note = make_fit_batches(model, strategy, config, data, device)
-    else:
-        side_by_side = reads_target(config)
-        paired = make_paired_batches(model, strategy, config, data.sources[""], target_data, device, side_by_side)
-        train, val, target_val, note = paired
+    train, val, target_val, note = _batches(model, strategy, config, data, target_data, world)
     echo(f"input: {note}")
     objective = objective.to(device)
     return Run(
-        run_dir, config, data, model, strategy, objective, train, val, note, device, echo, target_data, target_val
+        run_dir,
+        config,
+        data,
+        model,
+        strategy,
+        objective,
+        train,
+        val,
+        note,
+        device,
+        echo,
+        target_data,
+        target_val,
+        world,
     )
+
+
+def _batches(
+    model: TransferModel,
+    strategy: Strategy,
+    config: FitConfig,
+    data: FitData,
+    target: PreparedData | None,
+    world: World,
+) -> tuple[Batches, Batches, Batches | None, str]:
+    """(train, val, the target's held-out images or None, a note on the input); the training batches are this
+    rank's share of each batch."""
+    target_val = None
+    if target is None:
+        train, val, note = make_fit_batches(model, strategy, config, data, world.device)
+    else:
+        side_by_side = reads_target(config)
+        made = make_paired_batches(model, strategy, config, data.sources[""], target, world.device, side_by_side)
+        train, val, target_val, note = made
+    if world.active:
+        train = shard(train, world.rank, world.size)
+        note += f"; each batch shared out over {world.size} processes"
+    return train, val, target_val, note
+
+
+def _silent(message: str) -> None:
+    """The echo of every rank but the first: one process speaks for the run."""
 
 
 def _describe(
@@ -301,19 +352,23 @@ def _describe(
 
 
 def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
-    config, run_dir = run.config, run.run_dir
+    """The run dir's callbacks; on a rank other than the first, only those that decide (which epoch is the
+    best, when to stop): they decide alike on every rank, and rank 0 alone writes."""
+    config, run_dir, main = run.config, run.run_dir, run.world.is_main
     assert config.patience is not None, "resolve() sets the patience"
-    callbacks: list[Callback] = [
-        MetricsLog(RunDir(run_dir).metrics),
-        BestCheckpoint(lambda trainer: save_model(trainer.eval_model, run_dir, extra), metric=kept_by(config)),
-        EarlyStopping(config.patience),
-        ResumableCheckpoint(),
-    ]
+
+    def save(trainer: Trainer) -> None:
+        if main:
+            save_model(trainer.eval_model, run_dir, extra)
+
+    callbacks: list[Callback] = [BestCheckpoint(save, metric=kept_by(config)), EarlyStopping(config.patience)]
+    if main:
+        callbacks = [MetricsLog(RunDir(run_dir).metrics), *callbacks, ResumableCheckpoint()]
     if run.target_val is not None:
         callbacks.insert(0, DomainGap(run.val, run.target_val))  # first: the others read what it measures
     if config.time_limit:
         callbacks.append(TimeBudget(config.time_limit))
-    if not quiet:
+    if not quiet and main:
         callbacks.append(Progress())
     return callbacks
 
@@ -334,14 +389,22 @@ def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks:
     leaves a resumable checkpoint."""
     callbacks = [*_callbacks(run, model_extra(run), quiet), *callbacks]
     trainer = Trainer(
-        run.model, run.strategy, run.config, run.train, run.val, run.run_dir, callbacks, objective=run.objective
+        run.model,
+        run.strategy,
+        run.config,
+        run.train,
+        run.val,
+        run.run_dir,
+        callbacks,
+        objective=run.objective,
+        world=run.world,
     )
     if resume:
         trainer.resume()
         run.echo(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     with interruptible(trainer):
         state = trainer.fit()
-    if state.best_epoch:
+    if state.best_epoch and run.world.is_main:  # the other ranks keep no history
         kept, metric = state.history[state.best_epoch - 1], kept_by(run.config)
         what = {"val_loss": "validation loss", "dev_loss": "DEV's estimate of the target loss"}[metric]
         run.echo(
@@ -458,7 +521,17 @@ def fit(
     for multi-domain learning (also given as `config.domains`). `target` (or `config.target`): adapt to this
     unlabelled domain with `config.adaptation` (domain adaptation; see adaptation/).
     """
-    echo: Echo = (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    echo: Echo = _silent if quiet else (lambda msg: print(msg, flush=True))
     run = build_run(source, config, Path(run_dir), resume=resume, echo=echo, target=target)
     state = train_run(run, resume=resume, quiet=quiet)
-    return finish_run(run, state)
+    if run.world.is_main:
+        result = finish_run(run, state)
+    run.world.barrier()  # the other ranks return what rank 0 kept and scored
+    if not run.world.is_main:
+        run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
+        scores = json.loads(RunDir(run.run_dir).scores.read_text())
+        assert run.config.image_size is not None, "build_run sets the image size"
+        result = FitResult(
+            run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size
+        )
+    return result

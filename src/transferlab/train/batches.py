@@ -8,12 +8,13 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
+from transferlab.errors import ConfigError
 
 
 @dataclass
@@ -72,12 +73,15 @@ def _order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 
 
 def _steps(
-    count: int, batch_size: int, shuffle: bool, seed: int, epoch: int, first_step: int
+    batches: ImageBatches | CachedBatches, seed: int, epoch: int, first_step: int
 ) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
-    """For each step from `first_step`: the sample indices of its batch and the generator of its randomness."""
-    order = _order(count, seed, epoch, shuffle)
-    for step in range(first_step, _num_batches(count, batch_size, shuffle)):
-        yield order[step * batch_size : (step + 1) * batch_size], _generator(step_seed(seed, epoch, step))
+    """For each step from `first_step`: the sample indices of its batch and the generator of its randomness;
+    of a shard (see `shard`), every shards-th image of the batch, with randomness of its own."""
+    order = _order(len(batches.labels), seed, epoch, batches.shuffle)
+    size, part, parts = batches.batch_size, batches.shard, batches.shards
+    for step in range(first_step, len(batches)):
+        index = order[step * size : (step + 1) * size][part::parts]
+        yield index, _generator((step_seed(seed, epoch, step) + part) % (2**63 - 1))
 
 
 @dataclass
@@ -92,12 +96,14 @@ class ImageBatches:
     shuffle: bool = False
     device: str = "cpu"
     start_stage: int = 0
+    shard: int = 0
+    shards: int = 1
 
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
     def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
-        for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
+        for index, generator in _steps(self, seed, epoch, first_step):
             x = self.normalizer(self.images[index], self.augment, generator, self.device)
             yield Batch(x, self.labels[index].to(self.device), self.start_stage, index=index)
 
@@ -115,12 +121,14 @@ class CachedBatches:
     start_stage: int
     shuffle: bool = False
     device: str = "cpu"
+    shard: int = 0
+    shards: int = 1
 
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
     def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
-        for index, generator in _steps(len(self.labels), self.batch_size, self.shuffle, seed, epoch, first_step):
+        for index, generator in _steps(self, seed, epoch, first_step):
             view = torch.randint(self.views.shape[0], (len(index),), generator=generator)
             x = self.views[view, index].to(self.device).float()
             if x.dim() == 4:
@@ -190,3 +198,23 @@ class PairedBatches:
 
 
 Batches = ImageBatches | CachedBatches | DomainBatches | PairedBatches
+
+
+def shard(batches: Batches, rank: int, size: int) -> Batches:
+    """`batches` as process `rank` of `size` draws them (distributed.py): each step is the step that one
+    process would take, the same images in the same order, and each rank takes every size-th image of its
+    batch. The batch that the ranks' gradients are averaged over is the one process's batch, so a run keeps
+    its batch size, steps and schedule on any number of processes."""
+
+    def one(each: ImageBatches | CachedBatches) -> ImageBatches | CachedBatches:
+        if each.batch_size < 2 * size:  # BatchNorm needs two images per rank
+            raise ConfigError(f"batch size {each.batch_size} cannot give {size} processes two images each")
+        return replace(each, shard=rank, shards=size)
+
+    if size == 1:
+        return batches
+    if isinstance(batches, DomainBatches):
+        return replace(batches, domains={name: one(each) for name, each in batches.domains.items()})
+    if isinstance(batches, PairedBatches):
+        return replace(batches, source=one(batches.source), target=one(batches.target))
+    return one(batches)

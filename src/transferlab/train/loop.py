@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from transferlab.config import FitConfig
+from transferlab.distributed import World
 from transferlab.errors import Interrupted, TransferlabError
 from transferlab.inference import evaluating
 from transferlab.model import TransferModel
@@ -126,9 +128,28 @@ def _mean_and_error(losses: list[torch.Tensor], correct: int) -> dict[str, float
     }
 
 
+class _Step(nn.Module):
+    """A training step's forward pass, the model's outputs and the objective's loss, as one module call: so
+    that DistributedDataParallel, which syncs gradients only through its own __call__, sees every step, and
+    syncs the objective's own parameters (task weights, a discriminator) with the model's."""
+
+    def __init__(self, model: TransferModel, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.objective(self.model.outputs_from(batch.x, batch.start, batch.domain), batch, progress)
+
+
 class Trainer:
     """Fits `model` with `strategy` on `train`, validating on `val` after each epoch, minimising `objective`
-    (default: cross-entropy of the one head, with the config's label smoothing)."""
+    (default: cross-entropy of the one head, with the config's label smoothing).
+
+    In a `world` of several processes (torchrun), each holds a replica, `train` is this rank's share of every
+    batch (batches.shard), DistributedDataParallel averages the gradients, and only rank 0 writes: its
+    callbacks are the writing ones, and the resumable checkpoint is its alone.
+    """
 
     def __init__(
         self,
@@ -140,6 +161,7 @@ class Trainer:
         run_dir: Path,
         callbacks: Sequence[Callback] = (),
         objective: Objective | None = None,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -150,6 +172,12 @@ class Trainer:
         self.callbacks = _in_order(list(callbacks))
         strategy.freeze(model)
         self.objective = objective or CrossEntropy(config.label_smoothing)
+        self.world = world or World()
+        step = _Step(model, self.objective)
+        # Before anything copies the weights (the moving average): DDP starts every rank from rank 0's. A
+        # head that a batch does not reach (another domain's, another task's) leaves gradients unused.
+        several = len(model.head_names) > 1
+        self._forward = DistributedDataParallel(step, find_unused_parameters=several) if self.world.active else step
         if config.epochs is None or config.lr is None:
             raise ValueError("the Trainer takes a resolved config (defaults.resolve): epochs and lr must be set")
         self.epochs: int = config.epochs
@@ -180,6 +208,8 @@ class Trainer:
     def save_resumable(self) -> None:
         self.state.elapsed = self.elapsed
         self._started = time.monotonic()
+        if not self.world.is_main:
+            return
         save_checkpoint(
             RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self.state, self._averaged, self.objective
         )
@@ -222,9 +252,11 @@ class Trainer:
         state.epoch, state.step = state.epoch + 1, 0
         if self.strategy.adapt_batchnorm and self.strategy.trains_backbone(self.model):
             recalibrate_batchnorm(self.eval_model, self.train, self.strategy.num_frozen(self.model))
+        self.world.share_buffers(self.eval_model)  # every rank validates the same model, and decides alike
         metrics = {"epoch": state.epoch, **validate(self.eval_model, self.val)}
         for callback in self.callbacks:
             callback.on_epoch_end(self, metrics)
+        self._agree()
 
     def _step(self, batch: Batch) -> None:
         state = self.state
@@ -232,9 +264,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly
-        outputs = self.model.outputs_from(batch.x, batch.start, batch.domain)
-        loss, parts = self.objective(outputs, batch, state.global_step / self.total_steps)
-        if not math.isfinite(loss.item()):
+        loss, parts = self._forward(batch, state.global_step / self.total_steps)
+        if self.world.any(not math.isfinite(loss.item())):
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
                 f"the last good model is kept in {self.run_dir} (try a lower --lr)"
@@ -249,3 +280,13 @@ class Trainer:
         values = dict(zip(parts, torch.stack(list(parts.values())).tolist(), strict=True)) if parts else {}
         for callback in self.callbacks:
             callback.on_step_end(self, loss.item(), values)
+        self._agree()
+
+    def _agree(self) -> None:
+        """Every rank stops, or is interrupted, where any one is (its time limit, a Ctrl-C), or the others
+        would wait forever for its gradients. One process: nothing to agree."""
+        if not self.world.active:
+            return
+        self.interrupted = self.world.any(self.interrupted)
+        if self.world.any(self.stop_reason is not None) and self.stop_reason is None:
+            self.stop_reason = "stopped with another process"

@@ -1,0 +1,86 @@
+"""Training on several processes, through the engine the field already uses: `torchrun` starts one process
+per rank and sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous) in each one's environment; `join`
+reads them and joins the process group, gloo on CPU and NCCL on GPUs. The Trainer wraps its step in
+DistributedDataParallel, and training batches are shared out by rank (train/batches.py).
+
+Run without torchrun, everything here is a no-op: `World()` is the one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of one training run."""
+
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"  # where this rank trains (cuda:LOCAL_RANK on GPUs) and its collectives run
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that measures (the advisor), writes the run dir and prints."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """Whether any process says so. A decision to stop is taken by all of them at once, or one process
+        would wait forever for the others' gradients."""
+        if not self.active:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def from_main(self, value: T) -> T:
+        """Rank 0's `value`, on every rank (a run dir named from the clock, say)."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def share_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) into every rank's `module`: each rank's statistics saw
+        only its own share of the batches."""
+        if self.active:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+def rank() -> int:
+    """This process's rank, from torchrun's environment (0 without it), before or without joining."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def join(device: str) -> World:
+    """This process's World: the one process, unless torchrun started several; then it joins their process
+    group (once) and, on GPUs, takes the GPU of its local rank."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(device=device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return World(rank(), size, device)
