@@ -54,7 +54,8 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     assert meta["strategy"] == "partial:2" and meta["image_size"] == 32
     assert meta["test_time_flip"] is True  # trained with flips (augment auto: strong below 50 per class)
     assert len(_epochs(run)) == 3
-    assert FitConfig.load(run / "config.yaml").epochs == 3
+    saved = FitConfig.load(run / "config.yaml")
+    assert saved.epochs == 3 and saved.precision == "32"  # `auto` recorded as what it chose: float32 on a CPU
     # no pickle anywhere: every binary file is safetensors
     assert all(p.suffix in {".safetensors", ".json", ".yaml", ".jsonl", ".png", ".html"} for p in run.iterdir())
     # digits are easy: even 3 epochs of a tiny random-init network on 120 images beat chance (33%) clearly

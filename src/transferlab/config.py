@@ -23,6 +23,7 @@ WEIGHTINGS = ("equal", "uncertainty", "gradnorm")  # how the tasks' losses combi
 SHARINGS = ("hard", "soft")
 ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")
+PRECISIONS = ("auto", "32", "bf16", "16")  # see train/precision.py
 VALIDATIONS = ("source", "dev")  # which loss keeps the checkpoint of an adapted run (see adaptation/monitor.py)
 
 
@@ -37,6 +38,8 @@ class FitConfig:
     moving average of the weights that is validated and saved (0: the raw weights). `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
     keeps biases and normalisation weights out of weight decay, as timm's optimizer factory does.
+    `precision`: the training step's arithmetic: `auto` is bfloat16 autocast on a GPU (float16 with a loss
+    scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off.
 
     Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
     "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
@@ -92,15 +95,19 @@ class FitConfig:
     val_fraction: float = 0.2
     seed: int = 0
     channels_last: bool = True
+    precision: str = "auto"
     report: bool = True  # write report.html at the end
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.precision, int) and not isinstance(self.precision, bool):  # `precision: 32` in YAML
+            object.__setattr__(self, "precision", str(self.precision))
         self._check_types()
         check_strategy_name(self.strategy)
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
+        self._check_choice("precision", PRECISIONS)
         self._check_heads()
         self._check_adaptation()
         for name in ("epochs", "batch_size", "image_size", "per_class", "step_size"):

@@ -58,6 +58,7 @@ from transferlab.train.callbacks import (
 from transferlab.train.inputs import make_fit_batches, make_paired_batches
 from transferlab.train.loop import Callback, Trainer
 from transferlab.train.objectives import CrossEntropy, MultiTask, Objective, SoftSharing, Total
+from transferlab.train.precision import resolve_precision
 from transferlab.train.state import TrainState
 from transferlab.train.warmup import warm_start_head
 
@@ -246,6 +247,7 @@ def build_run(
         backbone = open_backbone(config.backbone, pretrained=False)
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
+    config = config.updated(precision=resolve_precision(config.precision, device))
     config, target_data, image_weights = prepare_adaptation(
         target_source, config, backbone, data, run_dir, device, echo
     )

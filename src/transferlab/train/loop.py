@@ -24,6 +24,7 @@ from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
 from transferlab.train.objectives import CrossEntropy, Objective
+from transferlab.train.precision import Precision
 from transferlab.train.schedules import lr_factor
 from transferlab.train.state import TrainState, load_checkpoint, save_checkpoint
 
@@ -186,6 +187,7 @@ class Trainer:
         )
         horizon = config.ema_epochs * len(train)
         self.average = WeightAverage(model, horizon) if horizon > 0 else None
+        self.precision = Precision(config.precision, str(next(model.parameters()).device))
         self.state = TrainState()
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -264,15 +266,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly
-        loss, parts = self._forward(batch, state.global_step / self.total_steps)
+        with self.precision.autocast():
+            loss, parts = self._forward(batch, state.global_step / self.total_steps)
         if self.world.any(not math.isfinite(loss.item())):
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
                 f"the last good model is kept in {self.run_dir} (try a lower --lr)"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.precision.step(loss, self.optimizer)
         if self.average:
             self.average.update(state.global_step)
         state.step += 1

@@ -1,0 +1,55 @@
+"""Mixed precision for the training step: the forward pass and the loss under autocast, the backward pass
+and the optimizer step outside it, through a loss scaler where the number format needs one.
+
+- `bf16`: bfloat16 autocast. It has float32's range, so gradients need no scaling; GPUs from Ampere on, and
+  CPUs, run it.
+- `16`: float16 autocast with a GradScaler, for GPUs without bfloat16: float16's small range underflows
+  small gradients unless the loss is scaled up first.
+- `32`: plain float32.
+- `auto`: bf16 on a CUDA GPU that has it, else 16 on a GPU, and 32 on a CPU (where float32 is what the
+  kernels are fastest at on most CPUs, and what every measurement in benchmarks/ used).
+
+Weights, optimizer state and the saved model stay float32 throughout; only activations change format.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`precision` with `auto` replaced by what `device` runs best."""
+    if precision != "auto":
+        return precision
+    if not device.startswith("cuda"):
+        return "32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "16"
+
+
+class Precision:
+    """How a training step runs its arithmetic on `device` (a torch device string)."""
+
+    def __init__(self, precision: str, device: str) -> None:
+        self.name = resolve_precision(precision, device)
+        self.device_type = torch.device(device).type
+        self.dtype = DTYPES.get(self.name)
+        self.scaler = torch.amp.GradScaler(self.device_type) if self.name == "16" else None
+
+    def autocast(self) -> AbstractContextManager:
+        """The context of the forward pass and the loss."""
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward pass and optimizer step; with a scaler, a step whose gradients overflowed is skipped and
+        the scale lowered."""
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
