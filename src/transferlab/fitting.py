@@ -364,12 +364,12 @@ def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
             save_model(trainer.eval_model, run_dir, extra)
 
     callbacks: list[Callback] = [BestCheckpoint(save, metric=kept_by(config)), EarlyStopping(config.patience)]
+    if config.time_limit:  # before the checkpoint, which then carries the epoch count it fits
+        callbacks.append(TimeBudget(config.time_limit))
     if main:
         callbacks = [MetricsLog(RunDir(run_dir).metrics), *callbacks, ResumableCheckpoint()]
     if run.target_val is not None:
         callbacks.insert(0, DomainGap(run.val, run.target_val))  # first: the others read what it measures
-    if config.time_limit:
-        callbacks.append(TimeBudget(config.time_limit))
     if not quiet and main:
         callbacks.append(Progress())
     return callbacks

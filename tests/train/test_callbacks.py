@@ -1,4 +1,5 @@
-"""The best checkpoint: lowest validation loss, the latest of the models within one standard error of it."""
+"""The best checkpoint: lowest validation loss, the latest of the models within one standard error of it; and
+the time budget that fits the run's epochs to the time it is given."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from transferlab.model import Outputs
 from transferlab.train.batches import Batch
-from transferlab.train.callbacks import BestCheckpoint, EarlyStopping
+from transferlab.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
 from transferlab.train.loop import validate
 from transferlab.train.state import TrainState
 
@@ -69,3 +70,23 @@ def test_the_trainer_refuses_early_stopping_before_the_checkpoint_it_reads_from(
     assert _in_order([best, stop]) == [best, stop]
     with pytest.raises(ValueError, match="EarlyStopping reads what BestCheckpoint writes"):
         _in_order([stop, best])
+
+
+def test_a_time_limit_fits_the_epoch_count_to_the_pace_and_the_state_carries_it() -> None:
+    config = SimpleNamespace(epochs=20)
+    trainer = SimpleNamespace(state=TrainState(), epochs=20, config=config, elapsed=0.0, stop_reason=None)
+    budget = TimeBudget(100.0)
+    budget.on_fit_start(trainer)
+    plans = []
+    for epoch, elapsed in enumerate([12.0, 21.0, 30.0], start=1):  # a slow first epoch, then 9 s each
+        trainer.state.epoch, trainer.elapsed = epoch, elapsed
+        budget.on_epoch_end(trainer, {})
+        plans.append(trainer.epochs)
+    assert plans == [8, 10, 10]  # 1 + 88 // 12, then 2 + 79 // 9: as many epochs as the time holds
+    assert trainer.state.epochs == 10  # saved with the state, so a resumed run keeps the same schedule
+    trainer.state.epoch, trainer.elapsed = 4, 33.0  # a fast machine is never given more than configured
+    budget.on_epoch_end(trainer, {})
+    assert trainer.epochs == 20 and trainer.stop_reason is None
+    trainer.elapsed = 100.5
+    budget.on_step_end(trainer, 0.1, {})
+    assert trainer.stop_reason == "time limit of 100 s reached"

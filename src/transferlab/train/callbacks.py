@@ -62,10 +62,27 @@ class EarlyStopping(Callback):
 
 
 class TimeBudget(Callback):
-    """Stops cleanly, after the current step, once `seconds` of training have passed."""
+    """Fits the run into `seconds` of training. After each epoch the run's epoch count becomes what the time
+    left holds at that epoch's pace (never more than configured), so that the learning-rate schedule anneals
+    to its end when the time runs out, rather than being cut off at a high rate. Should an epoch still run
+    over, training stops cleanly after the step at which the time is up."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.mark = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.mark = trainer.elapsed
+        self.planned = trainer.config.epochs or trainer.epochs
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        now, done = trainer.elapsed, trainer.state.epoch
+        pace, self.mark = now - self.mark, now
+        if pace <= 0:
+            return
+        fitted = max(done, min(self.planned, done + int((self.seconds - now) // pace)))
+        if fitted != trainer.epochs:
+            trainer.epochs = trainer.state.epochs = fitted  # the state carries it into a resumed run
 
     def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         if trainer.elapsed > self.seconds:
@@ -141,7 +158,7 @@ class Progress(Callback):
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         line = (
-            f"epoch {metrics['epoch']:>3}/{trainer.config.epochs}  val_acc {metrics['val_accuracy']:.4f}  "
+            f"epoch {metrics['epoch']:>3}/{trainer.epochs}  val_acc {metrics['val_accuracy']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  {trainer.elapsed:6.1f}s"
         )
         heads = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("val_accuracy/")}

@@ -222,6 +222,7 @@ class Trainer:
         self.state = load_checkpoint(
             RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self._averaged, self.objective
         )
+        self.epochs = self.state.epochs or self.epochs
 
     @property
     def total_steps(self) -> int:
@@ -262,7 +263,7 @@ class Trainer:
 
     def _step(self, batch: Batch) -> None:
         state = self.state
-        factor = lr_factor(self.config, state.epoch, state.step, len(self.train))
+        factor = lr_factor(self.config, state.epoch, state.step, len(self.train), self.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly

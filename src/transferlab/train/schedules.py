@@ -7,17 +7,19 @@ import math
 from transferlab.config import FitConfig
 
 
-def lr_factor(config: FitConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rate at `step` (0-based) of `epoch` (0-based)."""
-    if config.epochs is None:
+def lr_factor(config: FitConfig, epoch: int, step: int, steps_per_epoch: int, epochs: int | None = None) -> float:
+    """Multiplier of the base learning rate at `step` (0-based) of `epoch` (0-based), in a run of `epochs`
+    epochs (default: the config's; fewer when a time limit fitted the run to it)."""
+    epochs = epochs or config.epochs
+    if epochs is None:
         raise ValueError("lr_factor takes a resolved config (defaults.resolve): epochs must be set")
-    total = max(1, config.epochs * steps_per_epoch)
+    total = max(1, epochs * steps_per_epoch)
     progress = min(1.0, (epoch * steps_per_epoch + step) / total)
     if config.schedule == "step":
         # The classic fine-tuning recipe: drop the rate by `gamma` every `step_size` epochs.
         return config.gamma ** (epoch // config.step_size)
     if config.schedule == "cosine":
-        warmup = min(0.05, 1.0 / config.epochs)
+        warmup = min(0.05, 1.0 / epochs)
         if progress < warmup:
             return (progress + 1e-3) / (warmup + 1e-3)
         return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))

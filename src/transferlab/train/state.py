@@ -28,6 +28,7 @@ class TrainState:
     best_epoch: int | None = None
     stale_epochs: int = 0
     stop_reason: str | None = None
+    epochs: int | None = None  # the epoch count a time limit fitted the run to (None: the config's)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
