@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY
@@ -16,6 +17,7 @@ from transferlab.advisor import (
     Evidence,
     decide,
     measure,
+    paired_error,
     peak_stage,
 )
 from transferlab.backbones import create_backbone
@@ -85,12 +87,39 @@ def test_a_large_similar_set_freezes_the_stages_before_the_peak() -> None:
     assert decide(replace(_evidence(500, curve, 0.5), peak_stage=5)).strategy == "partial:5"
 
 
+def test_similarity_must_stand_beyond_the_probes_noise_and_a_close_call_is_said() -> None:
+    # The final stage within a point of the best (as one draw of Fashion-MNIST PNGs measured): similar on
+    # the point estimate, but not beyond one standard error of 1.5 points, so the safer verdict, dissimilar.
+    curve = [0.40, 0.50, 0.60, 0.70, 0.80, 0.855, 0.85]
+    clear = decide(replace(_evidence(500, curve, 0.5), peak_stage=5))
+    assert clear.situation == "large and similar" and not clear.close_calls
+    noisy = decide(replace(_evidence(500, curve, 0.5), peak_stage=5, top_drop_se=0.015))
+    assert (noisy.situation, noisy.strategy) == ("large and dissimilar", "full")
+    assert noisy.close_calls == (
+        "the final features' drop below the best stage (+0.5 ± 1.5 points) is within one standard error of "
+        "similar's 1: counted against similarity",
+    )
+    assert "a close call: the final features' drop" in noisy.explanation
+    # a gain of +11 points, whose error reaches below the 10 that similarity needs
+    assert decide(replace(_evidence(500, RISING, 0.79), transfer_gain_se=0.02)).situation == "large and dissimilar"
+    assert decide(replace(_evidence(500, RISING, 0.79), transfer_gain_se=0.005)).situation == "large and similar"
+
+
+def test_the_paired_error_counts_only_the_images_two_probes_disagree_on() -> None:
+    both = np.array([True] * 90 + [False] * 10)
+    assert paired_error(both, both) == 0.0  # the same hits: no doubt about the difference
+    flipped = both.copy()
+    flipped[:10] = False  # 10 of 100 images turn wrong: a difference of 0.1
+    assert paired_error(both, flipped) == pytest.approx(np.std([1.0] * 10 + [0.0] * 90, ddof=1) / 10)
+
+
 def test_measure_on_real_data(digits, tiny_weights) -> None:
     data = prepare(load_source(digits, per_class=40), 32)
     evidence = measure(create_backbone(TINY, weights=tiny_weights), data)
     assert evidence.images_per_class == 40 and evidence.total_images == 120
     assert evidence.stage_names[0] == "stem" and len(evidence.stage_probe) == len(evidence.stage_names)
     assert evidence.peak_stage == peak_stage(evidence.stage_probe)
+    assert 0 <= evidence.transfer_gain_se < 0.2 and 0 <= evidence.top_drop_se < 0.2  # at most a few points
     assert max(evidence.stage_probe) > 0.6  # digits are easy: some stage's features beat chance (1/3) well
     assert json.dumps(decide(evidence).to_json())  # JSON-able, keys as the CLI promises
 

@@ -39,7 +39,7 @@ from transferlab.data.sources import Source
 from transferlab.data.splitting import draw_per_class
 from transferlab.data.transforms import Normalizer
 from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW
-from transferlab.logistic import probe_accuracies
+from transferlab.logistic import probe_hits
 from transferlab.probe import stage_features
 from transferlab.run_backbone import open_backbone
 from transferlab.sizing import image_size_for, prepare_for
@@ -85,6 +85,10 @@ class Evidence:
     source_confidence: float | None
     peak_stage: int
     seconds: float
+    # The standard errors of the two margins the decision reads, from the probes' paired hits on the same
+    # held-out images: 200 validation images put them at 1-3 points, as large as the margins themselves.
+    transfer_gain_se: float = 0.0
+    top_drop_se: float = 0.0
 
     @property
     def transfer_gain(self) -> float:
@@ -109,6 +113,8 @@ class Advice:
     # Given a target domain: the shift measured to it and the method chosen (keys as `fit` writes them to
     # advice.json: domain_accuracy, proxy_a_distance, images_per_domain, method, why).
     adaptation: dict[str, Any] | None = None
+    # The margins the decision read that lie within one standard error of their threshold, in words.
+    close_calls: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         evidence = asdict(self.evidence) | {
@@ -136,11 +142,12 @@ def _features(backbone: Backbone, data: PreparedData, seed: int, device: str) ->
     return train_feats, val_feats, train.labels[pick].numpy(), val.labels.numpy()
 
 
-def _probes(pairs: list[tuple[np.ndarray, np.ndarray]], train_y: np.ndarray, val_y: np.ndarray) -> list[float]:
-    """Probe accuracy of each (train features, val features) pair on the held-out split, cross-validated over
-    both splits when the held-out one is tiny; every probe (and fold) is fitted in one batch."""
+def _probes(pairs: list[tuple[np.ndarray, np.ndarray]], train_y: np.ndarray, val_y: np.ndarray) -> list[np.ndarray]:
+    """Each (train features, val features) pair's probe hits on held-out images, in the same image order for
+    every pair: on the val split, or cross-validated over both splits when the held-out one is tiny (each
+    image held out once); every probe (and fold) is fitted in one batch."""
     if np.bincount(val_y).min() >= MIN_HELD_OUT_PER_CLASS:
-        return probe_accuracies([(train_x, train_y, val_x, val_y) for train_x, val_x in pairs])
+        return probe_hits([(train_x, train_y, val_x, val_y) for train_x, val_x in pairs])
     # Two validation images per class would make every probe score a coin toss: use all labelled images.
     y = np.concatenate([train_y, val_y])
     folds = list(StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True, random_state=0).split(y, y))
@@ -148,7 +155,15 @@ def _probes(pairs: list[tuple[np.ndarray, np.ndarray]], train_y: np.ndarray, val
     for train_x, val_x in pairs:
         x = np.concatenate([train_x, val_x])
         problems += [(x[fit], y[fit], x[held], y[held]) for fit, held in folds]
-    return np.array(probe_accuracies(problems)).reshape(len(pairs), len(folds)).mean(1).tolist()
+    hits = probe_hits(problems)
+    return [np.concatenate(hits[i * len(folds) : (i + 1) * len(folds)]) for i in range(len(pairs))]
+
+
+def paired_error(first: np.ndarray, second: np.ndarray) -> float:
+    """The standard error of mean(first) - mean(second), two probes' hits on the same images: paired, so the
+    images both get right or both get wrong cost nothing."""
+    difference = first.astype(np.float64) - second.astype(np.float64)
+    return float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
 
 
 def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float | None:
@@ -166,9 +181,11 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
     random_init = create_backbone(pretrained.name, pretrained=False).to(device)
     train_x, val_x, train_y, val_y = _features(pretrained, data, seed, device)
     random_train, random_val, _, _ = _features(random_init, data, seed, device)
-    *stage_probe, random_probe = _probes(
+    *stage_hits, random_hits = _probes(
         [*zip(train_x, val_x, strict=True), (random_train[-1], random_val[-1])], train_y, val_y
     )
+    stage_probe = [float(hits.mean()) for hits in stage_hits]
+    best = int(np.argmax(stage_probe))
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
     return Evidence(
@@ -177,12 +194,14 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         small_below=SMALL_PER_CLASS,
         stage_names=pretrained.stage_names,
         stage_probe=stage_probe,
-        random_probe=random_probe,
+        random_probe=float(random_hits.mean()),
         logme_pretrained=logme(train_x[-1], train_y),
         logme_random=logme(random_train[-1], train_y),
         source_confidence=_source_confidence(pretrained, np.concatenate([train_x[-1], val_x[-1]])),
         peak_stage=peak_stage(stage_probe),
         seconds=round(time.monotonic() - start, 2),
+        transfer_gain_se=paired_error(stage_hits[-1], random_hits),
+        top_drop_se=paired_error(stage_hits[best], stage_hits[-1]),
     )
 
 
@@ -190,7 +209,13 @@ def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
     """The situation, the strategy and its freeze depth, the learning rate and augmentation, explained."""
     stages = len(evidence.stage_names)
     small = evidence.images_per_class < SMALL_PER_CLASS
-    similar = evidence.transfer_gain >= MIN_TRANSFER_GAIN and evidence.top_drop <= PEAK_TOLERANCE
+    # Similar only beyond the probes' noise: a margin within one standard error counts against it, because
+    # calling a dissimilar set similar freezes too much (the costly mistake), while the converse only trains
+    # more than needed. The same task drawn twice then gets the same, safer decision.
+    similar = (
+        evidence.transfer_gain - evidence.transfer_gain_se >= MIN_TRANSFER_GAIN
+        and evidence.top_drop + evidence.top_drop_se <= PEAK_TOLERANCE
+    )
     # Freeze what is still general: the stages before the probe's peak (at least one, never all).
     general = min(max(1, evidence.peak_stage), stages - 1)
     if small and similar:
@@ -208,8 +233,36 @@ def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
     if freeze == 0 and evidence.transfer_gain < SCRATCH_BELOW_GAIN:
         strategy, ratio = "scratch", 1.0
     augment = "strong" if (small and not similar) or evidence.images_per_class < STRONG_AUGMENT_BELOW else "light"
-    advice = Advice(situation, strategy, freeze, BASE_LR[optimizer], ratio, augment, evidence, "")
-    return Advice(**{**advice.__dict__, "explanation": explain(advice)})
+    close = close_calls(evidence, scratch_read=freeze == 0)
+    advice = Advice(situation, strategy, freeze, BASE_LR[optimizer], ratio, augment, evidence, "", None, close)
+    return replace(advice, explanation=explain(advice))
+
+
+def close_calls(evidence: Evidence, scratch_read: bool) -> tuple[str, ...]:
+    """Each margin the decision read that lies within one standard error of its threshold, in words, with
+    what was done about it."""
+    gain, gain_se = 100 * evidence.transfer_gain, 100 * evidence.transfer_gain_se
+    drop, drop_se = 100 * evidence.top_drop, 100 * evidence.top_drop_se
+    margins = [
+        ("the transfer gain", gain, gain_se, 100 * MIN_TRANSFER_GAIN, "similar's", "counted against similarity"),
+        (
+            "the final features' drop below the best stage",
+            drop,
+            drop_se,
+            100 * PEAK_TOLERANCE,
+            "similar's",
+            "counted against similarity",
+        ),
+    ]
+    if scratch_read:
+        margins.append(
+            ("the transfer gain", gain, gain_se, 100 * SCRATCH_BELOW_GAIN, "scratch's", "decided as measured")
+        )
+    return tuple(
+        f"{name} ({value:+.1f} ± {error:.1f} points) is within one standard error of {rule} {threshold:g}: {done}"
+        for name, value, error, threshold, rule, done in margins
+        if abs(value - threshold) < error
+    )
 
 
 def explain(advice: Advice) -> str:
@@ -222,15 +275,17 @@ def explain(advice: Advice) -> str:
         f"(small below {e.small_below} per class)",
         f"similarity: a linear probe on the pretrained final features scores {100 * e.stage_probe[-1]:.1f}% on "
         f"validation, against {100 * e.random_probe:.1f}% for the same network randomly initialised "
-        f"({100 * e.transfer_gain:+.1f} points; similar needs >= {100 * MIN_TRANSFER_GAIN:.0f}); "
+        f"({100 * e.transfer_gain:+.1f} ± {100 * e.transfer_gain_se:.1f} points; similar needs >= "
+        f"{100 * MIN_TRANSFER_GAIN:.0f} beyond one standard error); "
         f"LogME {e.logme_pretrained:.3f} vs {e.logme_random:.3f}",
         f"probe accuracy per stage (%): {curve}",
         f"the probe peaks at stage {e.peak_stage} ({names[e.peak_stage]}) of {len(names)}; the final features score "
-        f"{100 * e.top_drop:.1f} points below the peak: "
+        f"{100 * e.top_drop:.1f} ± {100 * e.top_drop_se:.1f} points below the best stage: "
         + (
             "the features stay useful up to the top"
-            if e.top_drop <= PEAK_TOLERANCE
-            else f"the stages above it are too specific to the source (similar needs <= {100 * PEAK_TOLERANCE:.0f})"
+            if e.top_drop + e.top_drop_se <= PEAK_TOLERANCE
+            else "the stages above it may be too specific to the source "
+            f"(similar needs <= {100 * PEAK_TOLERANCE:.0f} beyond one standard error)"
         ),
     ]
     if e.source_confidence is not None:
@@ -249,6 +304,11 @@ def explain(advice: Advice) -> str:
         f"decision: {advice.situation} -> {advice.strategy}{frozen}; augmentation {advice.augment}, "
         f"{rates} [measured in {e.seconds:.1f} s]"
     )
+    if advice.close_calls:
+        lines.append(
+            "a close call: " + "; ".join(advice.close_calls) + " (within noise, dissimilar is the safer verdict: "
+            "it trains more rather than freezing too much); more validation images would settle it"
+        )
     return "\n".join(lines)
 
 

@@ -30,7 +30,15 @@ Problem = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, trai
 
 
 def probe_accuracies(problems: Sequence[Problem]) -> list[float]:
-    """For each (train_x, train_y, val_x, val_y), the val accuracy of a logistic regression fitted on train.
+    """For each (train_x, train_y, val_x, val_y), the val accuracy of a logistic regression fitted on train."""
+    # in float64, as the thresholds they are compared with: 0.78 - 0.68 is 0.0999999 in float32
+    return [float(correct.mean(dtype=np.float64)) for correct in probe_hits(problems)]
+
+
+def probe_hits(problems: Sequence[Problem]) -> list[np.ndarray]:
+    """For each (train_x, train_y, val_x, val_y), whether the logistic regression fitted on train classifies
+    each val row correctly ([len(val_y)] bool): accuracies, and the paired differences between two probes on
+    the same rows, with their standard errors.
 
     Problems of similar width (the same power of two, all below SMALLEST_GROUP_WIDTH together) are solved
     together: padding a 16-wide stage to a 1,280-wide one would waste most of each step, and a batch runs
@@ -41,24 +49,23 @@ def probe_accuracies(problems: Sequence[Problem]) -> list[float]:
     groups: dict[int, list[int]] = {}
     for index, (train, _) in enumerate(spans):
         groups.setdefault(int(np.ceil(np.log2(max(SMALLEST_GROUP_WIDTH, train.shape[1])))), []).append(index)
-    accuracies = [0.0] * len(problems)
+    hits: list[np.ndarray] = [np.empty(0, dtype=bool)] * len(problems)
     for members in groups.values():
-        scores = _solve([spans[i] for i in members], [problems[i] for i in members], classes)
-        for index, score in zip(members, scores, strict=True):
-            accuracies[index] = score
-    return accuracies
+        solved = _solve([spans[i] for i in members], [problems[i] for i in members], classes)
+        for index, each in zip(members, solved, strict=True):
+            hits[index] = each
+    return hits
 
 
-def _solve(spans: list[tuple[np.ndarray, np.ndarray]], problems: list[Problem], classes: int) -> list[float]:
+def _solve(spans: list[tuple[np.ndarray, np.ndarray]], problems: list[Problem], classes: int) -> list[np.ndarray]:
     train_x, train_mask = _stack([train for train, _ in spans])
-    val_x, val_mask = _stack([val for _, val in spans])
+    val_x, _ = _stack([val for _, val in spans])
     train_y = _stack_labels([train_y for _, train_y, _, _ in problems], train_x.shape[1])
     val_y = _stack_labels([val_y for _, _, _, val_y in problems], val_x.shape[1])
     weights = _fit(train_x, train_y, train_mask, classes)
     with torch.no_grad():
-        correct = ((val_x @ weights).argmax(-1) == val_y) & val_mask
-    # in float64, as the thresholds they are compared with: 0.78 - 0.68 is 0.0999999 in float32
-    return (correct.sum(1).double() / val_mask.sum(1)).tolist()
+        correct = ((val_x @ weights).argmax(-1) == val_y).numpy()
+    return [row[: len(val_y)] for row, (_, _, _, val_y) in zip(correct, problems, strict=True)]
 
 
 def _standardised(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
