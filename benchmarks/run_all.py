@@ -12,11 +12,15 @@ BENCHMARKS = [
     "throughput.py",
     "frozen_speed.py",
     "accuracy.py",
+    "time_to_accuracy.py",
+    "files_vs_arrays.py",
+    "advisor_cost.py",
     "situations.py",
     "multitask.py",
     "adaptation.py",
     "weight_decay.py",
     "export_speed.py",
+    "distributed.py",
     "peers.py",  # needs the bench extra (fastai), which `make bench` installs
 ]
 
