@@ -4,7 +4,11 @@ Same model (tf_efficientnet_lite0, random init: speed does not depend on the wei
 resolution, same optimizer, measured side by side in one process. Also shows what channels-last and the
 decoded uint8 cache add, against a per-item PIL pipeline that decodes and resizes every image every epoch.
 
-    python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20]
+On a GPU (--device auto finds one) the decoded cache sits on the GPU, both loops train under the same
+autocast (bfloat16 where the GPU has it, as `--precision auto` does), and the per-item PIL pipeline is left
+out. So far only the CPU path has run: no session has had a GPU since this was written.
+
+    python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -19,38 +23,50 @@ import torch.nn.functional as F
 from PIL import Image
 
 from transferlab.backbones import create_backbone
-from transferlab.config import FitConfig
+from transferlab.config import FitConfig, resolve_device
 from transferlab.data.transforms import PRESETS, Normalizer
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.batches import ImageBatches
 from transferlab.train.loop import Trainer
+from transferlab.train.precision import Precision
 
 
-def _model(channels_last: bool) -> TransferModel:
+def _model(channels_last: bool, device: str = "cpu") -> TransferModel:
     torch.manual_seed(0)
-    model = TransferModel(create_backbone("tf_efficientnet_lite0", pretrained=False), 10)
+    model = TransferModel(create_backbone("tf_efficientnet_lite0", pretrained=False), 10).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def plain_loop(images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool) -> float:
-    """What a user writes by hand: float batches already in memory, AdamW, cross-entropy."""
-    model = _model(channels_last)
+def _clock(device: str) -> float:
+    """Now, once the GPU has finished what was queued: its kernels run asynchronously."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def plain_loop(
+    images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool, device: str = "cpu"
+) -> float:
+    """What a user writes by hand: float batches already in memory, AdamW, cross-entropy; on a GPU, under the
+    autocast that `--precision auto` picks, as PyTorch's AMP recipe has it."""
+    model = _model(channels_last, device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = (images.float() / 255 - 0.5) / 0.5
-    start = None
+    data, labels = ((images.float() / 255 - 0.5) / 0.5).to(device), labels.to(device)
+    precision = Precision("auto", device)
+    start = 0.0
     for step in range(steps + 2):
         if step == 2:  # the first steps pay one-time allocation costs
-            start = time.perf_counter()
-        index = torch.randint(len(labels), (batch,))
+            start = _clock(device)
+        index = torch.randint(len(labels), (batch,), device=device)
         x = data[index]
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        loss = F.cross_entropy(model(x), labels[index])
+        with precision.autocast():
+            loss = F.cross_entropy(model(x), labels[index])
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return steps * batch / (time.perf_counter() - start)
+        precision.step(loss, optimizer)
+    return steps * batch / (_clock(device) - start)
 
 
 def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int, steps: int) -> float:
@@ -75,21 +91,25 @@ def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int
     return steps * batch / (time.perf_counter() - start)
 
 
-def transferlab_loop(images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool) -> float:
-    """transferlab's Trainer, strategy `full`, from the decoded cache, no augmentation (as the plain loop)."""
-    model = _model(channels_last)
+def transferlab_loop(
+    images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool, device: str = "cpu"
+) -> float:
+    """transferlab's Trainer, strategy `full`, from the decoded cache (on the GPU, on a GPU), no augmentation
+    (as the plain loop), `--precision auto`."""
+    model = _model(channels_last, device)
     config = FitConfig(epochs=1, lr=1e-3, batch_size=batch, augment="none", channels_last=channels_last)
     normalizer = Normalizer(model.backbone.preprocessing, channels_last)
     count = batch * (steps + 2)
-    train = ImageBatches(images[:count], labels[:count], normalizer, batch, PRESETS["none"], shuffle=True)
+    cache, targets = images[:count].to(device), labels[:count].to(device)
+    train = ImageBatches(cache, targets, normalizer, batch, PRESETS["none"], shuffle=True, device=device)
     trainer = Trainer(model, parse_strategy("full"), config, train, train, run_dir=".", callbacks=[])
     trainer.strategy.set_train_mode(model)
-    batches = train.batches(seed=0, epoch=0)
-    for step, drawn in enumerate(batches):
+    start = 0.0
+    for step, drawn in enumerate(train.batches(seed=0, epoch=0)):
         if step == 2:
-            start = time.perf_counter()
+            start = _clock(device)
         trainer._step(drawn)
-    return steps * batch / (time.perf_counter() - start)
+    return steps * batch / (_clock(device) - start)
 
 
 def main() -> None:
@@ -97,7 +117,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     generator = torch.Generator().manual_seed(0)
     count = args.batch * (args.steps + 2)
     images = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8, generator=generator)
@@ -111,16 +133,18 @@ def main() -> None:
         jpegs.append(buffer.getvalue())
 
     variants = {
-        "plain PyTorch loop, NCHW": lambda: plain_loop(images, labels, args.batch, args.steps, False),
-        "plain PyTorch loop, channels-last": lambda: plain_loop(images, labels, args.batch, args.steps, True),
+        "plain PyTorch loop, NCHW": lambda: plain_loop(images, labels, args.batch, args.steps, False, device),
+        "plain PyTorch loop, channels-last": lambda: plain_loop(images, labels, args.batch, args.steps, True, device),
         "per-item PIL decode of 256 px JPEGs, NCHW": lambda: pil_pipeline(
             jpegs, labels, args.size, args.batch, args.steps
         ),
-        "transferlab full, NCHW": lambda: transferlab_loop(images, labels, args.batch, args.steps, False),
+        "transferlab full, NCHW": lambda: transferlab_loop(images, labels, args.batch, args.steps, False, device),
         "transferlab full (default: channels-last)": lambda: transferlab_loop(
-            images, labels, args.batch, args.steps, True
+            images, labels, args.batch, args.steps, True, device
         ),
     }
+    if device != "cpu":  # the per-item pipeline is a CPU story
+        del variants["per-item PIL decode of 256 px JPEGs, NCHW"]
     # Two interleaved rounds, best of each: the first run of anything pays one-time warm-up costs.
     speeds: dict[str, float] = {}
     for _ in range(2):
@@ -130,7 +154,8 @@ def main() -> None:
     base = rows[0][1]
     print(
         f"\ntf_efficientnet_lite0 training, {args.size} px, batch {args.batch}, {args.steps} timed steps, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device != "cpu" else "")
     )
     print(f"{'loop':<44} {'img/s':>8} {'vs plain':>9}")
     for name, speed in rows:
