@@ -29,12 +29,12 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from transferlab.advisor import advise
-from transferlab.backbones import create_backbone
 from transferlab.classifier import load
 from transferlab.config import FitConfig, resolve_device
 from transferlab.data import load_source, prepare
 from transferlab.data.builtins import load_builtin
 from transferlab.fitting import fit
+from transferlab.run_backbone import open_backbone
 
 TINY = "test_efficientnet"
 TINY_SIZE = 32
@@ -96,7 +96,7 @@ def run_cell(cell: Cell, work: Path) -> None:
         backbone=cell.backbone, image_size=cell.image_size, per_class=cell.per_class, time_limit=cell.time_limit
     )
     data = prepare(load_source(cell.train, per_class=cell.per_class, seed=cell.seeds[0]), cell.image_size)
-    advice = advise(create_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))
+    advice = advise(open_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))
     cell.advice = {
         "strategy": advice.strategy,
         "situation": advice.situation,

@@ -103,6 +103,10 @@ def test_similarity_must_stand_beyond_the_probes_noise_and_a_close_call_is_said(
     # a gain of +11 points, whose error reaches below the 10 that similarity needs
     assert decide(replace(_evidence(500, RISING, 0.79), transfer_gain_se=0.02)).situation == "large and dissimilar"
     assert decide(replace(_evidence(500, RISING, 0.79), transfer_gain_se=0.005)).situation == "large and similar"
+    # scratch, too, only beyond the noise: a +5.0 ± 2.9 gain (a real Fashion-MNIST draw) keeps the weights
+    draw = replace(_evidence(500, [*PEAKED[:-1], 0.84], 0.79), transfer_gain_se=0.029)
+    assert draw.transfer_gain == 0.05 and decide(draw).strategy == "full"
+    assert decide(replace(draw, random_probe=0.82, transfer_gain_se=0.01)).strategy == "scratch"
 
 
 def test_the_paired_error_counts_only_the_images_two_probes_disagree_on() -> None:
