@@ -1,21 +1,30 @@
 """`torchrun -m transferlab fit`: two gloo processes on this CPU train like one, rank 0 alone writes the run
-dir, and a distributed run resumes from a checkpoint. Real processes, a tiny backbone, real digit images."""
+dir, a distributed run resumes from a checkpoint, and the ranks share out the frozen prefix's cache and get
+one process's. Real processes, a tiny backbone, real digit images."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import TINY, InterruptAt, image_folder
+from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
+from transferlab.data.transforms import PRESETS, Normalizer
+from transferlab.distributed import join
 from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
+from transferlab.model import TransferModel
 from transferlab.rundir import RunDir
+from transferlab.train.features import cache_views
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"image_size": 32, "epochs": 3, "batch_size": 16, "strategy": "partial:2", "report": False}
@@ -71,3 +80,30 @@ def test_a_distributed_run_resumes_where_an_interrupted_one_stopped(folder, tiny
     assert "resuming at epoch 2, step 3" in done.stdout
     assert [row["epoch"] for row in _rows(tmp_path / "run")] == [1, 2, 3]
     assert json.loads(RunDir(tmp_path / "run").summary.read_text())["stop_reason"] == "completed all epochs"
+
+
+def _cache(world=None) -> torch.Tensor:
+    """Two views (a clean one and a lightly augmented one) of blocks.0's output for 75 seeded images, batches
+    of 16: five batches, which two ranks share out unevenly."""
+    torch.manual_seed(0)
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+    images = torch.randint(0, 256, (75, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    normalizer = Normalizer(model.backbone.preprocessing)
+    return cache_views(model, images, 2, normalizer, PRESETS["light"], 2, seed=3, batch_size=16, world=world)
+
+
+def _cache_on_rank(rank: int, port: int, out: str) -> None:
+    os.environ |= {"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    torch.set_num_threads(1)
+    save_file({"cache": _cache(join("cpu"))}, f"{out}/rank{rank}.safetensors")
+
+
+def test_two_ranks_share_out_the_frozen_prefix_cache_and_both_get_one_process_s(tmp_path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_cache_on_rank, args=(port, str(tmp_path)), nprocs=2)
+    alone = _cache()
+    assert alone.shape[:2] == (2, 75) and alone.dtype == torch.float16
+    for rank in (0, 1):
+        assert torch.equal(load_file(tmp_path / f"rank{rank}.safetensors")["cache"], alone)

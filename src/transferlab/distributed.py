@@ -57,6 +57,21 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def combine(self, parts: dict[int, torch.Tensor], count: int) -> torch.Tensor:
+        """The `count` rows that the ranks computed between them, on every rank: `parts` maps a first row to
+        the rows this rank computed from it, and rank 0 must hold row 0. Each rank puts its parts in place
+        among zeros and the ranks sum them, in float32, which holds float16 parts exactly."""
+        first = parts[0] if self.is_main else None
+        announced = self.from_main(None if first is None else (tuple(first.shape[1:]), first.dtype))
+        assert announced is not None, "rank 0 holds row 0"
+        shape, dtype = announced
+        whole = torch.zeros((count, *shape), dtype=torch.float32, device=self.device)
+        for start, rows in parts.items():
+            whole[start : start + len(rows)] = rows.to(self.device, torch.float32)
+        if self.active:
+            dist.all_reduce(whole)
+        return whole.to("cpu", dtype)
+
     def share_buffers(self, module: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm statistics) into every rank's `module`: each rank's statistics saw
         only its own share of the batches."""

@@ -307,14 +307,14 @@ def _batches(
     rank's share of each batch."""
     target_val = None
     if target is None:
-        train, val, note = make_fit_batches(model, strategy, config, data, world.device)
+        train, val, note = make_fit_batches(model, strategy, config, data, world.device, world)
     else:
         side_by_side = reads_target(config)
         made = make_paired_batches(model, strategy, config, data.sources[""], target, world.device, side_by_side)
         train, val, target_val, note = made
     if world.active:
         train = shard(train, world.rank, world.size)
-        note += f"; each batch shared out over {world.size} processes"
+        note += f"; each batch (and the cache, if any) shared out over {world.size} processes"
     return train, val, target_val, note
 
 

@@ -14,6 +14,7 @@ import logging
 import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
+from transferlab.distributed import World
 from transferlab.inference import INFERENCE_BATCH, evaluating
 from transferlab.model import TransferModel
 from transferlab.train.batches import step_seed
@@ -33,19 +34,25 @@ def prefix_outputs(
     augment: Augment = PRESETS["none"],
     seed: int = 0,
     device: str = "cpu",
+    world: World | None = None,
 ) -> torch.Tensor:
-    """Outputs of the first `frozen` stages (pooled when that is all of them) for every image, in eval mode."""
+    """Outputs of the first `frozen` stages (pooled when that is all of them) for every image, in eval mode.
+
+    Among several processes (`world`), each rank runs every size-th batch, with the seed that batch has in
+    one process, and the ranks combine their parts: the cache is one process's, computed once between them.
+    """
+    world = world or World(device=device)
     whole = frozen >= model.backbone.num_stages
-    chunks = []
+    parts = {}
     with evaluating(model):
-        for start in range(0, len(images), batch_size):
+        for start in range(world.rank * batch_size, len(images), world.size * batch_size):
             generator = torch.Generator().manual_seed(step_seed(seed, -1, start))
             x = normalizer(images[start : start + batch_size], augment, generator, device)
             out = model.backbone.forward_stages(x, 0, frozen)
             out = model.backbone.pool(out) if whole else out
             # float16 halves the cache; these activations sit well inside its range and precision.
-            chunks.append(out.to("cpu", torch.float16 if not whole else torch.float32).contiguous())
-    return torch.cat(chunks)
+            parts[start] = out.to("cpu", torch.float16 if not whole else torch.float32).contiguous()
+    return world.combine(parts, len(images)) if world.active else torch.cat(list(parts.values()))
 
 
 def views_that_fit(model: TransferModel, frozen: int, image_size: int, count: int, wanted: int, budget: int) -> int:
@@ -68,11 +75,15 @@ def cache_views(
     seed: int,
     batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
+    world: World | None = None,
 ) -> torch.Tensor:
     """[views, N, ...]: each view augmented with its own seed; view 0 is the clean image when `augment` is
-    none or distorts (see `Augment.caches_clean_view`)."""
-    clean = augment.caches_clean_view
-    stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device)] if clean else []
-    for view in range(len(stack), views):
-        stack.append(prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed * 7919 + view, device))
+    none or distorts (see `Augment.caches_clean_view`). `world`: shared out among processes (prefix_outputs)."""
+    clean = int(augment.caches_clean_view)
+    stack = [prefix_outputs(model, images, frozen, normalizer, batch_size, device=device, world=world)] if clean else []
+    for view in range(clean, views):
+        seed_of_view = seed * 7919 + view
+        stack.append(
+            prefix_outputs(model, images, frozen, normalizer, batch_size, augment, seed_of_view, device, world)
+        )
     return torch.stack(stack)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from transferlab.config import FitConfig
 from transferlab.data import DecodedSplit, PreparedData
 from transferlab.data.transforms import PRESETS, Normalizer
+from transferlab.distributed import World
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
 from transferlab.strategies import Strategy
@@ -14,12 +15,15 @@ from transferlab.train.features import DEFAULT_BUDGET_BYTES, cache_views, views_
 
 
 def make_fit_batches(
-    model: TransferModel, strategy: Strategy, config: FitConfig, data: FitData, device: str
+    model: TransferModel, strategy: Strategy, config: FitConfig, data: FitData, device: str, world: World | None = None
 ) -> tuple[Batches, Batches, str]:
-    """(train, val, note) for a run: one source's batches, or every domain's, interleaved."""
+    """(train, val, note) for a run: one source's batches, or every domain's, interleaved. `world`: the
+    processes that share out the frozen prefix's cache (features.prefix_outputs)."""
     if not data.domains:
-        return make_batches(model, strategy, config, data.sources[""], device)
-    made = {name: make_batches(model, strategy, config, each, device) for name, each in data.sources.items()}
+        return make_batches(model, strategy, config, data.sources[""], device, world=world)
+    made = {
+        name: make_batches(model, strategy, config, each, device, world=world) for name, each in data.sources.items()
+    }
     notes = {note for _, _, note in made.values()}
     note = "; ".join(f"{name}: {note}" for name, (_, _, note) in made.items()) if len(notes) > 1 else notes.pop()
     return (
@@ -66,22 +70,30 @@ def make_batches(
     data: PreparedData,
     device: str,
     budget: int = DEFAULT_BUDGET_BYTES,
+    world: World | None = None,
 ) -> tuple[ImageBatches | CachedBatches, ImageBatches | CachedBatches, str]:
     """(train, val, a note on how the input is fed), for a config whose automatic settings are resolved;
     the frozen prefix is cached when `budget` bytes hold it. Validation enters the model where training does."""
-    train, note = train_batches(model, strategy, config, data.splits["train"], device, budget)
+    train, note = train_batches(model, strategy, config, data.splits["train"], device, budget, world)
     val = data.splits["val"]
     assert config.batch_size is not None, "train_batches checks the resolved config"
     if isinstance(train, CachedBatches):
         normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
         frozen = train.start_stage
-        views = cache_views(model, val.images, frozen, normalizer, PRESETS["none"], 1, config.seed, device=device)
+        clean = PRESETS["none"]
+        views = cache_views(model, val.images, frozen, normalizer, clean, 1, config.seed, device=device, world=world)
         return train, CachedBatches(views, val.labels, config.batch_size, frozen, device=device), note
     return train, ImageBatches(val.images, val.labels, train.normalizer, config.batch_size, device=device), note
 
 
 def train_batches(
-    model: TransferModel, strategy: Strategy, config: FitConfig, train: DecodedSplit, device: str, budget: int
+    model: TransferModel,
+    strategy: Strategy,
+    config: FitConfig,
+    train: DecodedSplit,
+    device: str,
+    budget: int,
+    world: World | None = None,
 ) -> tuple[ImageBatches | CachedBatches, str]:
     """Shuffled training batches of `train` and a note on how they are fed: from the frozen prefix's cache when
     `budget` bytes hold it, else from the images, normalised and augmented batch by batch."""
@@ -99,7 +111,9 @@ def train_batches(
         wanted = augmented + preset.caches_clean_view  # and the clean image beside distorting augmentation
     fits = views_that_fit(model, frozen, size, len(train.labels), wanted, budget) if frozen else 0
     if fits:
-        views = cache_views(model, train.images, frozen, normalizer, preset, fits, config.seed, device=device)
+        views = cache_views(
+            model, train.images, frozen, normalizer, preset, fits, config.seed, device=device, world=world
+        )
         kind = "clean" if not preset.active else f"'{preset.name}' augmentation"
         kind += ", the first clean" if preset.active and preset.caches_clean_view else ""
         note = f"frozen prefix ({frozen} stages) cached once: {fits} view(s) per image ({kind})"
