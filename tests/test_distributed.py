@@ -24,7 +24,10 @@ from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import TransferModel
 from transferlab.rundir import RunDir
+from transferlab.strategies import parse_strategy
+from transferlab.train.batches import ImageBatches, shard
 from transferlab.train.features import cache_views
+from transferlab.train.loop import Trainer
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"image_size": 32, "epochs": 3, "batch_size": 16, "strategy": "partial:2", "report": False}
@@ -92,18 +95,49 @@ def _cache(world=None) -> torch.Tensor:
     return cache_views(model, images, 2, normalizer, PRESETS["light"], 2, seed=3, batch_size=16, world=world)
 
 
-def _cache_on_rank(rank: int, port: int, out: str) -> None:
+def _on_rank(rank: int, port: int, out: str, work: str) -> None:
+    """One of two spawned ranks: join the gloo group and save what `work` ('cache' or 'train') gives."""
     os.environ |= {"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     torch.set_num_threads(1)
-    save_file({"cache": _cache(join("cpu"))}, f"{out}/rank{rank}.safetensors")
+    world = join("cpu")
+    tensors = {"cache": _cache(world)} if work == "cache" else _trained(world).state_dict()
+    save_file({name: value.contiguous() for name, value in tensors.items()}, f"{out}/rank{rank}.safetensors")
 
 
-def test_two_ranks_share_out_the_frozen_prefix_cache_and_both_get_one_process_s(tmp_path) -> None:
+def _spawn_two(out: Path, work: str) -> list[dict[str, torch.Tensor]]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_cache_on_rank, args=(port, str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(_on_rank, args=(port, str(out), work), nprocs=2)
+    return [load_file(out / f"rank{rank}.safetensors") for rank in (0, 1)]
+
+
+def _trained(world=None) -> TransferModel:
+    """A tiny model trained for 6 steps of 16 seeded images each; with a world, on this rank's half of each."""
+    torch.manual_seed(0)
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(96) % 3
+    normalizer = Normalizer(model.backbone.preprocessing)
+    train = ImageBatches(images, labels, normalizer, 16, shuffle=True)
+    config = FitConfig(strategy="full", epochs=1, lr=1e-2, batch_size=16, ema_epochs=0, image_size=32)
+    sharded = shard(train, world.rank, world.size) if world else train
+    Trainer(model, parse_strategy("full"), config, sharded, train, ".", world=world).fit()
+    return model
+
+
+def test_ranks_that_train_on_different_halves_end_with_the_same_weights(tmp_path) -> None:
+    # Each rank sees other images: only gradients averaged across the ranks keep the replicas equal.
+    ranks = _spawn_two(tmp_path, "train")
+    torch.manual_seed(0)
+    before = TransferModel(create_backbone(TINY, pretrained=False), 3).state_dict()  # where both started
+    assert all(torch.equal(ranks[0][name], ranks[1][name]) for name in ranks[0])
+    assert any(not torch.equal(ranks[0][name], before[name]) for name in before if name in ranks[0])
+
+
+def test_two_ranks_share_out_the_frozen_prefix_cache_and_both_get_one_process_s(tmp_path) -> None:
+    ranks = _spawn_two(tmp_path, "cache")
     alone = _cache()
     assert alone.shape[:2] == (2, 75) and alone.dtype == torch.float16
-    for rank in (0, 1):
-        assert torch.equal(load_file(tmp_path / f"rank{rank}.safetensors")["cache"], alone)
+    for each in ranks:
+        assert torch.equal(each["cache"], alone)

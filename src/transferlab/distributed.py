@@ -40,14 +40,14 @@ class World:
         if self.active:
             dist.barrier()
 
-    def any(self, flag: bool) -> bool:
-        """Whether any process says so. A decision to stop is taken by all of them at once, or one process
-        would wait forever for the others' gradients."""
+    def any(self, *flags: bool) -> list[bool]:
+        """For each flag, whether any process raises it, in one collective. A decision to stop is taken by all
+        of them at once, or one process would wait forever for the others' gradients."""
         if not self.active:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
+            return list(flags)
+        value = torch.tensor([float(flag) for flag in flags], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+        return [bool(each) for each in value.tolist()]
 
     def from_main(self, value: T) -> T:
         """Rank 0's `value`, on every rank (a run dir named from the clock, say)."""

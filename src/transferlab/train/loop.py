@@ -269,7 +269,8 @@ class Trainer:
         torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly
         with self.precision.autocast():
             loss, parts = self._forward(batch, state.global_step / self.total_steps)
-        if self.world.any(not math.isfinite(loss.item())):
+        (diverged,) = self.world.any(not math.isfinite(loss.item()))
+        if diverged:
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
                 f"the last good model is kept in {self.run_dir} (try a lower --lr)"
@@ -290,6 +291,6 @@ class Trainer:
         would wait forever for its gradients. One process: nothing to agree."""
         if not self.world.active:
             return
-        self.interrupted = self.world.any(self.interrupted)
-        if self.world.any(self.stop_reason is not None) and self.stop_reason is None:
+        self.interrupted, stopping = self.world.any(self.interrupted, self.stop_reason is not None)
+        if stopping and self.stop_reason is None:
             self.stop_reason = "stopped with another process"
