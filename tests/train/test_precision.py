@@ -64,3 +64,26 @@ def test_auto_is_float32_on_a_cpu_and_a_yaml_number_reads_as_the_setting() -> No
     assert resolve_precision("auto", "cpu") == "32" and resolve_precision("bf16", "cpu") == "bf16"
     assert Precision("auto", "cpu").dtype is None
     assert FitConfig(precision=32).precision == "32"  # type: ignore[arg-type]
+
+
+def test_a_resumed_float16_run_goes_on_at_the_loss_scale_it_had_found(digits, tmp_path) -> None:
+    torch.manual_seed(0)
+    settings = {"epochs": 1, "lr": 1e-2, "image_size": 32, "batch_size": 16, "augment": "light", "cached_views": 0}
+    config = FitConfig(strategy="full", precision="16", **settings)
+    strategy = parse_strategy("full")
+
+    def trainer() -> Trainer:
+        model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+        train, val, _ = make_batches(model, strategy, config, prepare(load_source(digits), 32), "cpu")
+        return Trainer(model, strategy, config, train, val, tmp_path)
+
+    first = trainer()
+    first.fit()
+    assert first.precision.scaler is not None
+    first.precision.scaler.update(new_scale=48.0)  # a scale no fresh scaler starts at
+    first.save_resumable()
+    resumed = trainer()
+    resumed.resume()
+    assert resumed.precision.scaler is not None
+    assert resumed.precision.scaler.state_dict() == first.precision.scaler.state_dict()
+    assert resumed.precision.scaler.get_scale() == 48.0

@@ -213,14 +213,25 @@ class Trainer:
         if not self.world.is_main:
             return
         save_checkpoint(
-            RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self.state, self._averaged, self.objective
+            RunDir(self.run_dir).checkpoint,
+            self.model,
+            self.optimizer,
+            self.state,
+            self._averaged,
+            self.objective,
+            self.precision.scaler,
         )
 
     def resume(self) -> None:
         """Continue from the run dir's resumable checkpoint: weights, their average, the objective's own
-        parameters, optimizer, loop state."""
+        parameters, optimizer, the float16 loss scale, loop state."""
         self.state = load_checkpoint(
-            RunDir(self.run_dir).checkpoint, self.model, self.optimizer, self._averaged, self.objective
+            RunDir(self.run_dir).checkpoint,
+            self.model,
+            self.optimizer,
+            self._averaged,
+            self.objective,
+            self.precision.scaler,
         )
         self.epochs = self.state.epochs or self.epochs
 

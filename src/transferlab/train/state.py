@@ -39,9 +39,10 @@ def save_checkpoint(
     state: TrainState,
     average: torch.nn.Module | None = None,
     objective: torch.nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
-    """Model weights (and their moving average), the objective's own parameters, optimizer state and loop state
-    in one atomically written file."""
+    """Model weights (and their moving average), the objective's own parameters, optimizer state, the float16
+    loss scale and loop state in one atomically written file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if average is not None:
         tensors |= {f"average.{k}": v for k, v in average.state_dict().items()}
@@ -55,6 +56,8 @@ def save_checkpoint(
             tensors[f"optim.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in optim["param_groups"]]
     metadata = {"state": json.dumps(asdict(state)), "param_groups": json.dumps(groups)}
+    if scaler is not None:  # its scale and growth tracker are plain numbers
+        metadata["scaler"] = json.dumps(scaler.state_dict())
     write_tensors_atomic(path, tensors, metadata)
 
 
@@ -64,6 +67,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     average: torch.nn.Module | None = None,
     objective: torch.nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> TrainState:
     if not Path(path).is_file():
         raise TransferlabError(f"no checkpoint to resume from at {path}")
@@ -81,6 +85,8 @@ def load_checkpoint(
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
+    if scaler is not None and "scaler" in metadata:  # a float16 run goes on at the scale it had found
+        scaler.load_state_dict(json.loads(metadata["scaler"]))
     return TrainState(**json.loads(metadata["state"]))
 
 
