@@ -5,17 +5,23 @@ resolution, same optimizer, measured side by side in one process. Also shows wha
 decoded uint8 cache add, against a per-item PIL pipeline that decodes and resizes every image every epoch.
 
 On a GPU (--device auto finds one) the decoded cache sits on the GPU, both loops train under the same
-autocast (bfloat16 where the GPU has it, as `--precision auto` does), and the per-item PIL pipeline is left
-out. So far only the CPU path has run: no session has had a GPU since this was written.
+autocast (bfloat16 where the GPU has it, as `--precision auto` does), the per-item PIL pipeline is left out,
+and each row also gives how busy the GPU was while it ran (nvidia-smi's utilisation: the share of time a
+kernel was running, sampled every 50 ms). A row with the `light` augmentation shows what augmenting on the
+GPU costs. So far only the CPU path has run: no session has had a GPU since this was written.
 
     python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20] [--device auto|cpu|cuda]
+    python benchmarks/throughput.py --size 224 --batch 128 --steps 300     (the GPU goal's setting)
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import shutil
+import subprocess
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,6 +49,27 @@ def _clock(device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter()
+
+
+class GpuBusy:
+    """How busy the GPU is while the block runs: nvidia-smi's utilisation samples, averaged. nvidia-smi rather
+    than pynvml: it ships with the driver, so the benchmark needs no extra package. None without one."""
+
+    def __enter__(self) -> GpuBusy:
+        self.percent: float | None = None
+        self._sampler: subprocess.Popen | None = None
+        if shutil.which("nvidia-smi"):  # GPU 0: the one `cuda` trains on
+            query = ["-i", "0", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50"]
+            self._sampler = subprocess.Popen(["nvidia-smi", *query], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._sampler is None:
+            return
+        self._sampler.terminate()
+        out, _ = self._sampler.communicate()
+        samples = [float(value) for value in out.split() if value.isdigit()]
+        self.percent = sum(samples) / len(samples) if samples else None
 
 
 def plain_loop(
@@ -92,16 +119,22 @@ def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int
 
 
 def transferlab_loop(
-    images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool, device: str = "cpu"
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    steps: int,
+    channels_last: bool,
+    device: str = "cpu",
+    augment: str = "none",
 ) -> float:
     """transferlab's Trainer, strategy `full`, from the decoded cache (on the GPU, on a GPU), no augmentation
-    (as the plain loop), `--precision auto`."""
+    unless asked (the plain loop has none), `--precision auto`."""
     model = _model(channels_last, device)
-    config = FitConfig(epochs=1, lr=1e-3, batch_size=batch, augment="none", channels_last=channels_last)
+    config = FitConfig(epochs=1, lr=1e-3, batch_size=batch, augment=augment, channels_last=channels_last)
     normalizer = Normalizer(model.backbone.preprocessing, channels_last)
     count = batch * (steps + 2)
     cache, targets = images[:count].to(device), labels[:count].to(device)
-    train = ImageBatches(cache, targets, normalizer, batch, PRESETS["none"], shuffle=True, device=device)
+    train = ImageBatches(cache, targets, normalizer, batch, PRESETS[augment], shuffle=True, device=device)
     trainer = Trainer(model, parse_strategy("full"), config, train, train, run_dir=".", callbacks=[])
     trainer.strategy.set_train_mode(model)
     start = 0.0
@@ -116,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (a GPU needs a few hundred)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -132,7 +165,7 @@ def main() -> None:
         Image.fromarray(image).save(buffer, format="JPEG", quality=90)
         jpegs.append(buffer.getvalue())
 
-    variants = {
+    variants: dict[str, Callable[[], float]] = {
         "plain PyTorch loop, NCHW": lambda: plain_loop(images, labels, args.batch, args.steps, False, device),
         "plain PyTorch loop, channels-last": lambda: plain_loop(images, labels, args.batch, args.steps, True, device),
         "per-item PIL decode of 256 px JPEGs, NCHW": lambda: pil_pipeline(
@@ -142,14 +175,21 @@ def main() -> None:
         "transferlab full (default: channels-last)": lambda: transferlab_loop(
             images, labels, args.batch, args.steps, True, device
         ),
+        "transferlab full, channels-last, light augment": lambda: transferlab_loop(
+            images, labels, args.batch, args.steps, True, device, augment="light"
+        ),
     }
     if device != "cpu":  # the per-item pipeline is a CPU story
         del variants["per-item PIL decode of 256 px JPEGs, NCHW"]
     # Two interleaved rounds, best of each: the first run of anything pays one-time warm-up costs.
     speeds: dict[str, float] = {}
+    busy: dict[str, float | None] = {}
     for _ in range(2):
         for name, measure in variants.items():
-            speeds[name] = max(speeds.get(name, 0.0), measure())
+            with GpuBusy() as gpu:
+                speed = measure()
+            if speed > speeds.get(name, 0.0):
+                speeds[name], busy[name] = speed, gpu.percent
     rows = list(speeds.items())
     base = rows[0][1]
     print(
@@ -157,9 +197,11 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {device}"
         + (f" ({torch.cuda.get_device_name()})" if device != "cpu" else "")
     )
-    print(f"{'loop':<44} {'img/s':>8} {'vs plain':>9}")
+    print(f"{'loop':<48} {'img/s':>8} {'vs plain':>9} {'GPU busy':>9}")
     for name, speed in rows:
-        print(f"{name:<44} {speed:>8.1f} {speed / base:>8.2f}x")
+        percent = busy[name]
+        shown = "n/a" if percent is None else f"{percent:.0f}%"  # no GPU, or no nvidia-smi
+        print(f"{name:<48} {speed:>8.1f} {speed / base:>8.2f}x {shown:>9}")
 
 
 if __name__ == "__main__":
