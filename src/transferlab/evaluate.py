@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from transferlab.data.transforms import Normalizer
-from transferlab.inference import INFERENCE_BATCH, evaluating
+from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.model import TransferModel
 
 
@@ -28,11 +28,13 @@ def probabilities(
     with `test_time_flip`."""
     names = [domain] if domain is not None else model.head_names
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    fast: TransferModel | None = None
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)
+            fast = fast or without_batchnorm(model, "outputs_from", x[:1], 0, domain)
             views = [x, x.flip(-1)] if model.test_time_flip else [x]
-            logits = [model.outputs_from(view, 0, domain).logits for view in views]
+            logits = [fast.outputs_from(view, 0, domain).logits for view in views]
             for name in names:
                 probs = logits[0][name].softmax(dim=1)
                 if model.test_time_flip:

@@ -1,13 +1,18 @@
 """Running a network without training it: in eval mode, each submodule's mode given back after, in batches of
-INFERENCE_BATCH."""
+INFERENCE_BATCH, and with its BatchNorms folded into the convolutions they follow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from copy import deepcopy
+from dataclasses import is_dataclass
+from typing import TypeGuard, TypeVar
 
+import torch
 from torch import nn
+
+from transferlab.domain_norm import DomainNorm
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -29,3 +34,102 @@ def evaluating(module: M) -> Iterator[M]:
     finally:
         for each, training in modes:
             each.training = training
+
+
+def without_batchnorm(module: M, method: str, *example: object) -> M:
+    """A copy of `module`, in eval mode, in which every BatchNorm that normalises a convolution's output is
+    folded into that convolution: w' = w·γ/σ, b' = (b − μ)·γ/σ + β. The function is the same, with one layer
+    fewer per convolution (benchmarks/inference_speed.py).
+
+    `module.<method>(*example)` is a pass on a small example (one image): which BatchNorm reads which
+    convolution's output is read off that pass, not guessed from the order the layers were declared in, and
+    the copy's outputs are checked against the original's on it (a mismatch gives back `module` itself).
+    BatchNorms kept per domain (DomainNorm) are left alone: one convolution feeds several of them.
+    """
+    folded = deepcopy(module).eval()
+
+    def run(each: nn.Module) -> object:
+        return getattr(each, method)(*example)
+
+    with torch.no_grad(), evaluating(module):
+        pairs = _convolution_batchnorm_pairs(folded, run)
+        for parent, name, convolution, norm in pairs:
+            _fold(convolution, norm)
+            # timm's BatchNormAct2d applies its dropout and activation after normalising; they stay.
+            rest = [part for part in (getattr(norm, "drop", None), getattr(norm, "act", None)) if part is not None]
+            setattr(parent, name, nn.Sequential(*rest))
+        if pairs and not _same(run(module), run(folded)):
+            return module
+    return folded
+
+
+def _convolution_batchnorm_pairs(
+    module: nn.Module, run: Callable[[nn.Module], object]
+) -> list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]]:
+    """(parent, attribute, convolution, BatchNorm) for each BatchNorm that ran once, on the output of a
+    convolution that ran once and fed nothing else."""
+    produced: dict[int, nn.Conv2d] = {}
+    readers: dict[int, list[nn.Module]] = {}
+    calls: dict[nn.Module, int] = {}
+    kept: list[torch.Tensor] = []  # every tensor seen stays alive through the pass: no two share an id
+
+    def seen(layer: nn.Module, inputs: tuple, output: object) -> None:
+        calls[layer] = calls.get(layer, 0) + 1
+        for tensor in inputs:
+            if isinstance(tensor, torch.Tensor):
+                readers.setdefault(id(tensor), []).append(layer)
+                kept.append(tensor)
+        if isinstance(layer, nn.Conv2d) and isinstance(output, torch.Tensor):
+            produced[id(output)] = layer
+            kept.append(output)
+
+    # Leaves, and BatchNorms: timm's BatchNormAct2d holds its activation as a child.
+    layers = [each for each in module.modules() if isinstance(each, nn.BatchNorm2d) or not list(each.children())]
+    hooks = [layer.register_forward_hook(seen) for layer in layers]
+    try:
+        run(module)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    norm_of: dict[nn.BatchNorm2d, nn.Conv2d] = {}
+    for key, convolution in produced.items():
+        layers = readers.get(key, [])
+        if len(layers) == 1 and _foldable(norm := layers[0]) and calls[norm] == calls[convolution] == 1:
+            norm_of[norm] = convolution
+    per_domain = {id(inner) for each in module.modules() if isinstance(each, DomainNorm) for inner in each.modules()}
+    return [
+        (parent, name, norm_of[child], child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.BatchNorm2d) and child in norm_of and id(child) not in per_domain
+    ]
+
+
+def _foldable(layer: nn.Module) -> TypeGuard[nn.BatchNorm2d]:
+    """A BatchNorm2d, or timm's BatchNormAct2d (BatchNorm, dropout, activation), with running statistics."""
+    plain = type(layer) is nn.BatchNorm2d or type(layer).__name__ == "BatchNormAct2d"
+    return plain and isinstance(layer, nn.BatchNorm2d) and layer.running_mean is not None
+
+
+def _fold(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    assert norm.running_mean is not None and norm.running_var is not None
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    shift = -norm.running_mean * scale
+    if norm.affine:
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    bias = convolution.bias if convolution.bias is not None else torch.zeros_like(scale)
+    convolution.weight.copy_(convolution.weight * scale.reshape(-1, 1, 1, 1))
+    convolution.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether two outputs (tensors, or dataclasses, dicts and sequences of them) agree to float32 rounding."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
+    if is_dataclass(a):
+        return _same(vars(a), vars(b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b

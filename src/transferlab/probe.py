@@ -20,7 +20,7 @@ from transferlab.config import resolve_device
 from transferlab.data import PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.inference import INFERENCE_BATCH, evaluating
+from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.logistic import probe_accuracies
 from transferlab.run_backbone import open_backbone
 from transferlab.sizing import image_size_for, prepare_for
@@ -66,12 +66,14 @@ def stage_features(
     running statistics; the caller's mode is restored). The backbone must already be on `device`.
     """
     pooled: list[list[torch.Tensor]] = [[] for _ in range(backbone.num_stages)]
+    fast: Backbone | None = None
     with evaluating(backbone):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)
+            fast = fast or without_batchnorm(backbone, "forward_stages", x[:1])
             for index in range(backbone.num_stages):
-                x = backbone.forward_stages(x, index, index + 1)
-                pooled[index].append(backbone.pool(x).float().cpu())
+                x = fast.forward_stages(x, index, index + 1)
+                pooled[index].append(fast.pool(x).float().cpu())
     return [torch.cat(chunks).numpy() for chunks in pooled]
 
 

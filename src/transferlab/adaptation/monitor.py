@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from transferlab.adaptation.shift import classify_domains, density_ratio, dev_risk
-from transferlab.inference import evaluating
+from transferlab.inference import evaluating, without_batchnorm
 from transferlab.model import TransferModel
 from transferlab.train.batches import Batches
 from transferlab.train.loop import Callback, Trainer
@@ -54,9 +54,11 @@ def features_and_losses(model: TransferModel, batches: Batches, limit: int) -> t
     """The features the heads read, of the first `limit` images of `batches`, in eval mode, and each image's
     cross-entropy (NaN for an unlabelled image: a target's)."""
     features, losses, count = [], [], 0
+    fast: TransferModel | None = None
     with evaluating(model):
         for batch in batches.batches():
-            outputs = model.outputs_from(batch.x, batch.start)
+            fast = fast or without_batchnorm(model, "outputs_from", batch.x[:1], batch.start)
+            outputs = fast.outputs_from(batch.x, batch.start)
             labels, logits = batch.targets[:, 0], outputs.logits[model.head_names[0]]
             loss = nn.functional.cross_entropy(logits, labels.clamp(min=0), reduction="none")
             features.append(outputs.features.float().cpu())

@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from transferlab.backbones import Backbone
 from transferlab.data.transforms import Normalizer
-from transferlab.inference import INFERENCE_BATCH, evaluating
+from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 
 # Inverse penalty strengths C tried for the domain classifier; the one with the lowest out-of-fold log loss is
 # kept. One fixed C does not fit all: on 2,000 synthetic 1,280-wide features, C = 1 overfitted (held-out log
@@ -227,11 +227,13 @@ def pooled_features(
     already be on `device`.
     """
     normalizer = Normalizer(backbone.preprocessing)
+    chunks = []
+    fast: Backbone | None = None
     with evaluating(backbone):
-        chunks = [
-            backbone.forward_features(normalizer(images[start : start + batch_size], device=device)).float().cpu()
-            for start in range(0, len(images), batch_size)
-        ]
+        for start in range(0, len(images), batch_size):
+            x = normalizer(images[start : start + batch_size], device=device)
+            fast = fast or without_batchnorm(backbone, "forward_features", x[:1])
+            chunks.append(fast.forward_features(x).float().cpu())
     return torch.cat(chunks).numpy() if chunks else np.empty((0, backbone.feature_dim), dtype=np.float32)
 
 

@@ -13,9 +13,10 @@ import logging
 
 import torch
 
+from transferlab.backbones import Backbone
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
 from transferlab.distributed import World
-from transferlab.inference import INFERENCE_BATCH, evaluating
+from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.model import TransferModel
 from transferlab.train.batches import step_seed
 
@@ -44,12 +45,14 @@ def prefix_outputs(
     world = world or World(device=device)
     whole = frozen >= model.backbone.num_stages
     parts = {}
+    fast: Backbone | None = None
     with evaluating(model):
         for start in range(world.rank * batch_size, len(images), world.size * batch_size):
             generator = torch.Generator().manual_seed(step_seed(seed, -1, start))
             x = normalizer(images[start : start + batch_size], augment, generator, device)
-            out = model.backbone.forward_stages(x, 0, frozen)
-            out = model.backbone.pool(out) if whole else out
+            fast = fast or without_batchnorm(model.backbone, "forward_stages", x[:1], 0, frozen)
+            out = fast.forward_stages(x, 0, frozen)
+            out = fast.pool(out) if whole else out
             # float16 halves the cache; these activations sit well inside its range and precision.
             parts[start] = out.to("cpu", torch.float16 if not whole else torch.float32).contiguous()
     return world.combine(parts, len(images)) if world.active else torch.cat(list(parts.values()))

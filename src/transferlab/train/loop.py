@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transferlab.config import FitConfig
 from transferlab.distributed import World
 from transferlab.errors import Interrupted, TransferlabError
-from transferlab.inference import evaluating
+from transferlab.inference import evaluating, without_batchnorm
 from transferlab.model import TransferModel
 from transferlab.rundir import RunDir
 from transferlab.strategies import Strategy
@@ -101,9 +101,11 @@ def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
     """
     losses: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
     correct = dict.fromkeys(model.head_names, 0)
+    fast: TransferModel | None = None
     with evaluating(model):
         for batch in batches.batches():
-            outputs = model.outputs_from(batch.x, batch.start, batch.domain)
+            fast = fast or without_batchnorm(model, "outputs_from", batch.x[:1], batch.start, batch.domain)
+            outputs = fast.outputs_from(batch.x, batch.start, batch.domain)
             for (name, logits), labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
                 labelled = labels >= 0
                 logits, labels = logits[labelled], labels[labelled]
