@@ -28,7 +28,8 @@ def probabilities(
     with `test_time_flip`."""
     names = [domain] if domain is not None else model.head_names
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    fast: TransferModel | None = None
+    # Folding costs about half a batch's pass (inference.without_batchnorm): one batch alone runs as it is.
+    fast: TransferModel | None = None if len(images) > batch_size else model
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)
