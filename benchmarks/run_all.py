@@ -10,11 +10,13 @@ from pathlib import Path
 
 BENCHMARKS = [
     "throughput.py",
+    "inference_speed.py",
     "frozen_speed.py",
     "accuracy.py",
     "time_to_accuracy.py",
     "files_vs_arrays.py",
     "advisor_cost.py",
+    "advisor_stability.py",
     "situations.py",
     "multitask.py",
     "adaptation.py",
