@@ -109,6 +109,22 @@ def test_similarity_must_stand_beyond_the_probes_noise_and_a_close_call_is_said(
     assert decide(replace(draw, random_probe=0.82, transfer_gain_se=0.01)).strategy == "scratch"
 
 
+def test_a_large_source_is_given_up_for_scratch_only_when_its_features_probe_worse_than_random() -> None:
+    # ImageNet Lite0 on a digits draw of 100 per class: +2.0 ± 2.1 points over random features, as little as
+    # the tiny source's gain where scratch won; but there `full` beat scratch by 1.6 points.
+    draw = replace(_evidence(500, [*PEAKED[:-1], 0.95], 0.93), transfer_gain_se=0.021)
+    assert decide(draw).strategy == "scratch"  # weights of unknown provenance: the small source's rule
+    assert decide(replace(draw, source_images=30_000)).strategy == "scratch"
+    imagenet = decide(replace(draw, source_images=1_281_167))
+    assert (imagenet.strategy, imagenet.backbone_lr_ratio) == ("full", DISSIMILAR_LR_RATIO)
+    assert "weights trained on 1,281,167 images, a large source" in imagenet.explanation
+    assert imagenet.close_calls[-1] == (
+        "the transfer gain (+2.0 ± 2.1 points) is within one standard error of scratch's 0: counted against scratch"
+    )
+    worse = decide(replace(draw, source_images=1_281_167, random_probe=0.97, transfer_gain_se=0.01))
+    assert worse.strategy == "scratch" and "probe worse than random ones" in worse.explanation
+
+
 def test_the_paired_error_counts_only_the_images_two_probes_disagree_on() -> None:
     both = np.array([True] * 90 + [False] * 10)
     assert paired_error(both, both) == 0.0  # the same hits: no doubt about the difference

@@ -57,6 +57,12 @@ MIN_TRANSFER_GAIN = 0.10
 # training the structure from scratch wins (measured: digits, +0 points, and Fashion-MNIST 5-9, +4 points,
 # from a tiny network trained on Fashion-MNIST 0-4: scratch beat every fine-tune by 2 to 4 points).
 SCRATCH_BELOW_GAIN = 0.05
+# Weights trained on this many images or more (ImageNet-1k has 1.28 M) keep their edge in fine-tuning even
+# where their features probe barely better than random ones, so scratch needs the features to probe worse.
+# Measured (benchmarks/README.md, "The advisor's stability"): ImageNet Lite0 on digits, 100 per class, probes
+# +1.5 to +2.0 points over random features, the tiny source's level, yet `full` beats scratch.
+LARGE_SOURCE_IMAGES = 1_000_000
+LARGE_SOURCE_SCRATCH_BELOW_GAIN = 0.0
 # Stages within this many probe points of the best count as the peak.
 PEAK_TOLERANCE = 0.01
 # The backbone's learning rate against the head's. Similar targets keep the classic 1/10. Dissimilar ones need
@@ -89,12 +95,23 @@ class Evidence:
     # held-out images: 200 validation images put them at 1-3 points, as large as the margins themselves.
     transfer_gain_se: float = 0.0
     top_drop_se: float = 0.0
+    # How many labelled images the pretrained weights were trained on (None: not known, as for a weights file).
+    source_images: int | None = None
 
     # Rounded: accuracies are counts over the same images, and 0.84 - 0.79 in floating point lands a hair
     # under the 0.05 it equals, which once sent a Fashion-MNIST draw to scratch.
     @property
     def transfer_gain(self) -> float:
         return round(self.stage_probe[-1] - self.random_probe, 9)
+
+    @property
+    def large_source(self) -> bool:
+        return self.source_images is not None and self.source_images >= LARGE_SOURCE_IMAGES
+
+    @property
+    def scratch_below(self) -> float:
+        """The transfer gain (plus its standard error) under which scratch is chosen on a large set."""
+        return LARGE_SOURCE_SCRATCH_BELOW_GAIN if self.large_source else SCRATCH_BELOW_GAIN
 
     @property
     def top_drop(self) -> float:
@@ -204,6 +221,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         seconds=round(time.monotonic() - start, 2),
         transfer_gain_se=paired_error(stage_hits[-1], random_hits),
         top_drop_se=paired_error(stage_hits[best], stage_hits[-1]),
+        source_images=pretrained.pretraining_images,
     )
 
 
@@ -234,7 +252,7 @@ def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
     ratio = SIMILAR_LR_RATIO if similar else DISSIMILAR_LR_RATIO
     # Scratch as well only beyond the noise: pretrained weights are the safer side (scratch on a
     # Fashion-MNIST draw of 100 per class scores about 75% against full's 87%).
-    if freeze == 0 and evidence.transfer_gain + evidence.transfer_gain_se < SCRATCH_BELOW_GAIN:
+    if freeze == 0 and evidence.transfer_gain + evidence.transfer_gain_se < evidence.scratch_below:
         strategy, ratio = "scratch", 1.0
     augment = "strong" if (small and not similar) or evidence.images_per_class < STRONG_AUGMENT_BELOW else "light"
     close = close_calls(evidence, scratch_read=freeze == 0)
@@ -260,7 +278,7 @@ def close_calls(evidence: Evidence, scratch_read: bool) -> tuple[str, ...]:
     ]
     if scratch_read:
         margins.append(
-            ("the transfer gain", gain, gain_se, 100 * SCRATCH_BELOW_GAIN, "scratch's", "counted against scratch")
+            ("the transfer gain", gain, gain_se, 100 * evidence.scratch_below, "scratch's", "counted against scratch")
         )
     return tuple(
         f"{name} ({value:+.1f} ± {error:.1f} points) is within one standard error of {rule} {threshold:g}: {done}"
@@ -292,14 +310,17 @@ def explain(advice: Advice) -> str:
             f"(similar needs <= {100 * PEAK_TOLERANCE:.0f} beyond one standard error)"
         ),
     ]
+    lines.append(f"source: {_source_size(e)}")
     if e.source_confidence is not None:
         lines.append(f"the source classifier's mean top probability on these images: {e.source_confidence:.2f}")
     frozen = "" if advice.freeze_stages in (None, 0) else f", freezing {', '.join(names[: advice.freeze_stages])}"
     if advice.strategy == "scratch":
-        frozen = (
-            f": the pretrained features beat random ones by less than {100 * SCRATCH_BELOW_GAIN:.0f} points, "
-            "so the structure is trained from scratch"
+        worth = (
+            "probe worse than random ones"
+            if e.large_source
+            else f"beat random ones by less than {100 * SCRATCH_BELOW_GAIN:.0f} points"
         )
+        frozen = f": the pretrained features {worth} beyond one standard error, so the structure trains from scratch"
     rates = f"lr {advice.lr:g}"
     if advice.strategy != "head":
         why = {SIMILAR_LR_RATIO: ": similar", DISSIMILAR_LR_RATIO: ": dissimilar, the weights must move further"}
@@ -315,6 +336,20 @@ def explain(advice: Advice) -> str:
             "validation images would settle it"
         )
     return "\n".join(lines)
+
+
+def _source_size(e: Evidence) -> str:
+    """How many images the weights were trained on, and what it means for scratch, in words."""
+    if e.source_images is None:
+        seen = "weights trained on an unknown number of images"
+    else:
+        seen = f"weights trained on {e.source_images:,} images"
+    if e.large_source:
+        return f"{seen}, a large source: scratch only if its features probe worse than random ones"
+    return (
+        f"{seen} (large from {LARGE_SOURCE_IMAGES:,}): on a large set, scratch if its features probe less than "
+        f"{100 * SCRATCH_BELOW_GAIN:.0f} points better than random ones"
+    )
 
 
 def advise(backbone: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Advice:

@@ -195,6 +195,10 @@ def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: 
     flips = config.test_time_flip and PRESETS[config.augment].flip
     # Frozen stages are identical for every head, so they stay shared; each head copies the trained ones.
     trained_from = strategy.frozen_of(backbone.num_stages)
+    if trained_from < backbone.num_stages and backbone.pretraining_images is not None:
+        # What model.json records: the weights saved will have been trained on these images too, so a run dir
+        # used as the next transfer's source tells the advisor how much its weights have seen.
+        backbone.pretraining_images += data.train_images
     return TransferModel(
         backbone,
         heads,

@@ -201,6 +201,7 @@ class TransferModel(nn.Module):
                 "crop_pct": pre.crop_pct,
             },
             "weights_source": self.backbone.weights_source,
+            "pretraining_images": self.backbone.pretraining_images,
         }
 
 
@@ -235,6 +236,7 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
     backbone = create_backbone(meta["backbone"], pretrained=False)
     backbone.preprocessing = Preprocessing(**{k: _tuple(v) for k, v in meta["preprocessing"].items()})
     backbone.weights_source = meta["weights_source"]
+    backbone.pretraining_images = meta.get("pretraining_images")  # not recorded before: not known
     sharing = meta.get("sharing", {})
     model = TransferModel(
         backbone,

@@ -9,7 +9,9 @@ import torch
 
 from tests.conftest import TINY
 from transferlab.backbones import create_backbone
+from transferlab.config import FitConfig
 from transferlab.errors import BackboneError
+from transferlab.fitting import fit
 from transferlab.model import TransferModel, save_model
 from transferlab.run_backbone import open_backbone
 
@@ -62,3 +64,20 @@ def test_a_run_dir_without_pretrained_gives_the_same_architecture_randomly_initi
     assert fresh.weights_source == "random" and fresh.stage_names == model.backbone.stage_names
     trained = dict(model.backbone.named_parameters())
     assert any(not torch.equal(p, trained[n]) for n, p in fresh.named_parameters())
+
+
+def test_a_run_dir_tells_how_many_images_its_weights_were_trained_on(digits, tiny_weights, tmp_path) -> None:
+    """What the advisor weighs before giving pretrained weights up for scratch."""
+    config = FitConfig(backbone=TINY, strategy="scratch", image_size=32, epochs=1, per_class=20)
+    fit(digits, config, tmp_path / "scratch", quiet=True)
+    seen = open_backbone(str(tmp_path / "scratch")).pretraining_images
+    assert seen is not None and 30 <= seen < 60  # 20 per class of 3 classes, less the validation images
+    # Fine-tuned on the same draw again, it has seen it twice; a head alone leaves the backbone as it was.
+    on_it = config.updated(backbone=str(tmp_path / "scratch"))
+    fit(digits, on_it.updated(strategy="full"), tmp_path / "full", quiet=True)
+    assert open_backbone(str(tmp_path / "full")).pretraining_images == 2 * seen
+    fit(digits, on_it.updated(strategy="head"), tmp_path / "head", quiet=True)
+    assert open_backbone(str(tmp_path / "head")).pretraining_images == seen
+    # A weights file does not say what it was trained on, and nor then does a model fitted from it.
+    fit(digits, config.updated(weights=str(tiny_weights), strategy="full"), tmp_path / "file", quiet=True)
+    assert open_backbone(str(tmp_path / "file")).pretraining_images is None

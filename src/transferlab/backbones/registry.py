@@ -96,7 +96,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
     model = timm.create_model(name, pretrained=False)
     # nn.Module's typing cannot know the attributes every timm model sets.
     cfg = cast("dict[str, Any]", model.pretrained_cfg)
-    loaded = LoadedWeights("random", None)
+    loaded = LoadedWeights("random", None, images=0)
     if weights is not None or pretrained:
         loaded = load_weights(model, name, classifier=cfg["classifier"], file=weights)
     named_stages = spec.cut(model)
@@ -108,6 +108,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
         preprocessing=_preprocessing(cfg),
         source_classifier=loaded.source_classifier,
         weights_source=loaded.source,
+        pretraining_images=loaded.images,
     )
 
 

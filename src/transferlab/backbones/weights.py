@@ -12,7 +12,7 @@ import pickle
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -36,6 +36,10 @@ _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 # hf_hub_download retries five times (~25 s) when the network is down; one short probe fails in seconds.
 _HUB_PROBE_TIMEOUT_S = 5.0
 _STATE_WRAPPER_KEYS = ("state_dict", "model")
+# How many labelled images a pretraining set holds, by the tag timm gives it (ImageNet-1k's training split;
+# ImageNet-21k, which timm also tags in22k). The pip packages hold ImageNet-1k weights.
+IMAGENET_1K_IMAGES = 1_281_167
+_TAG_IMAGES = {"in1k": IMAGENET_1K_IMAGES, "in21k": 14_197_122, "in22k": 14_197_122}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class LoadedWeights:
 
     source: str
     source_classifier: SourceClassifier | None
+    # The labelled images the weights were trained on, where the source says (None: a file, which does not).
+    images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,11 @@ def load_weights(model: nn.Module, name: str, *, classifier: str, file: str | Pa
         return _fit_file(model, path, classifier, f"file:{path}")
     pip_file = pip_weights_file(name)
     if pip_file is not None:
-        return _fit_file(model, pip_file, classifier, f"pip:{PIP_WEIGHTS[name]}")
+        return replace(_fit_file(model, pip_file, classifier, f"pip:{PIP_WEIGHTS[name]}"), images=IMAGENET_1K_IMAGES)
     hub_id = _hub_id(name)
     hub = _hub_weights(hub_id)
     if isinstance(hub, Path):
-        return _fit_file(model, hub, classifier, f"timm-hub:{hub_id}")
+        return replace(_fit_file(model, hub, classifier, f"timm-hub:{hub_id}"), images=tag_images(str(hub_id)))
     raise BackboneError(
         f"no pretrained weights for {name} available offline (tried: --weights file: none given; "
         f"pip package: {_pip_note(name)}; timm hub: {hub}). Pass --weights FILE, or use --no-pretrained."
@@ -230,6 +236,12 @@ _READERS: dict[str, Callable[[Path], _StateDict]] = {
 def _hub_id(name: str) -> str | None:
     cfg = get_pretrained_cfg(name)
     return None if cfg is None else cfg.hf_hub_id
+
+
+def tag_images(hub_id: str) -> int | None:
+    """The pretraining set's size from a timm hub id's tag ('timm/resnet50.a1_in1k' -> ImageNet-1k), if known."""
+    tags = hub_id.rpartition(".")[2].split("_")
+    return next((_TAG_IMAGES[tag] for tag in reversed(tags) if tag in _TAG_IMAGES), None)
 
 
 def _hub_weights(hub_id: str | None) -> Path | str:
