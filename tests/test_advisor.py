@@ -109,20 +109,17 @@ def test_similarity_must_stand_beyond_the_probes_noise_and_a_close_call_is_said(
     assert decide(replace(draw, random_probe=0.82, transfer_gain_se=0.01)).strategy == "scratch"
 
 
-def test_a_large_source_is_given_up_for_scratch_only_when_its_features_probe_worse_than_random() -> None:
-    # ImageNet Lite0 on a digits draw of 100 per class: +2.0 ± 2.1 points over random features, as little as
-    # the tiny source's gain where scratch won; but there `full` beat scratch by 1.6 points.
+def test_a_large_source_is_never_given_up_for_scratch() -> None:
+    # ImageNet Lite0 on digits draws of 100 per class: -3.0 ± 2.1 to +2.0 ± 2.1 points over random features,
+    # as little as the tiny source's gain where scratch won; yet a fine-tune beat scratch on every draw.
     draw = replace(_evidence(500, [*PEAKED[:-1], 0.95], 0.93), transfer_gain_se=0.021)
     assert decide(draw).strategy == "scratch"  # weights of unknown provenance: the small source's rule
     assert decide(replace(draw, source_images=30_000)).strategy == "scratch"
-    imagenet = decide(replace(draw, source_images=1_281_167))
-    assert (imagenet.strategy, imagenet.backbone_lr_ratio) == ("full", DISSIMILAR_LR_RATIO)
-    assert "weights trained on 1,281,167 images, a large source" in imagenet.explanation
-    assert imagenet.close_calls[-1] == (
-        "the transfer gain (+2.0 ± 2.1 points) is within one standard error of scratch's 0: counted against scratch"
-    )
-    worse = decide(replace(draw, source_images=1_281_167, random_probe=0.97, transfer_gain_se=0.01))
-    assert worse.strategy == "scratch" and "probe worse than random ones" in worse.explanation
+    for random_probe in (0.93, 0.98):  # +2.0 and -3.0 points
+        imagenet = decide(replace(draw, source_images=1_281_167, random_probe=random_probe))
+        assert (imagenet.strategy, imagenet.backbone_lr_ratio) == ("full", DISSIMILAR_LR_RATIO)
+        assert "weights trained on 1,281,167 images, a large source: its weights are kept" in imagenet.explanation
+        assert not any("scratch's" in call for call in imagenet.close_calls)
 
 
 def test_the_paired_error_counts_only_the_images_two_probes_disagree_on() -> None:
