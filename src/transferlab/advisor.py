@@ -59,9 +59,9 @@ MIN_TRANSFER_GAIN = 0.10
 SCRATCH_BELOW_GAIN = 0.05
 # Weights trained on this many images or more (ImageNet-1k has 1.28 M) are never given up for scratch: they
 # keep their edge in fine-tuning even where their features probe no better than random ones, so the probe gain
-# cannot tell when scratch would win. Measured (benchmarks/README.md, "The advisor's stability"): ImageNet
-# Lite0 on seven digits draws of 100 per class probes -3.0 to +2.0 points against random features (the tiny
-# source's level where scratch won), yet a fine-tune beat scratch on every draw run.
+# cannot tell when scratch would win. Measured (benchmarks/README.md, "Does the advisor decide the same way on
+# every draw?"): ImageNet Lite0 on seven digits draws of 100 per class probes -3.0 to +2.0 points against
+# random features (the tiny source's level where scratch won), yet `full` beat scratch on all seven.
 LARGE_SOURCE_IMAGES = 1_000_000
 # Stages within this many probe points of the best count as the peak.
 PEAK_TOLERANCE = 0.01
