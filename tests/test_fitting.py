@@ -62,8 +62,9 @@ def test_fit_writes_a_self_describing_run_dir(digits, tiny_weights, tmp_path) ->
     assert result.state.history[result.state.best_epoch - 1]["val_accuracy"] > 0.6
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weights, tmp_path) -> None:
-    config = _config(tiny_weights, strategy="full", augment="light")
+@pytest.mark.parametrize("mix", ["none", "cutmix"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weights, tmp_path, mix) -> None:
+    config = _config(tiny_weights, strategy="full", augment="light", mix=mix)
     whole = fit(digits, config, tmp_path / "whole", quiet=True)
 
     run = build_run(digits, config, tmp_path / "parted", echo=lambda _: None)
@@ -89,6 +90,27 @@ def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, t
     runs = [fit(digits, config.updated(seed=s), tmp_path / f"r{i}", quiet=True) for i, s in enumerate((1, 1, 2))]
     losses = [[r["val_loss"] for r in _epochs(run.run_dir)] for run in runs]
     assert losses[0] == losses[1] != losses[2]
+
+
+class RecordingLoss(CrossEntropy):
+    """Cross-entropy that keeps the share of each batch it was given (None for an unmixed one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shares: list[float | None] = []
+
+    def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, dict]:
+        self.shares.append(None if batch.mix is None else batch.mix.share)
+        return super().forward(outputs, batch, progress)
+
+
+def test_mixup_reaches_every_training_step(digits, tiny_weights, tmp_path) -> None:
+    run = build_run(digits, _config(tiny_weights, strategy="full", epochs=1, mix="mixup"), tmp_path, echo=print)
+    run.objective = RecordingLoss()
+    train_run(run, quiet=True)
+    shares = run.objective.shares
+    assert len(shares) == len(run.train) and None not in shares
+    assert len(set(shares)) == len(shares)  # a fresh share each step
 
 
 class DivergingLoss(CrossEntropy):

@@ -19,6 +19,7 @@ STRATEGY_NAMES = ("auto", "head", "partial:K", "full", "scratch")  # see strateg
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "light", "strong")
+MIXES = ("none", "mixup", "cutmix")  # see train/mixing.py
 WEIGHTINGS = ("equal", "uncertainty", "gradnorm")  # how the tasks' losses combine (see train/objectives.py)
 SHARINGS = ("hard", "soft")
 ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
@@ -35,7 +36,9 @@ class FitConfig:
     rates: pretrained layers need small steps, the new head needs large ones; unset, the strategy's own ratio:
     0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
     predicts each image as the mean of it and its mirror image. `ema_epochs`: the horizon, in epochs, of the
-    moving average of the weights that is validated and saved (0: the raw weights). `None` means "chosen from the
+    moving average of the weights that is validated and saved (0: the raw weights). `mix`: each training
+    batch blended with a shuffled copy of itself, `mixup` or `cutmix`, by a share drawn from
+    Beta(`mix_alpha`, `mix_alpha`), and its labels with it (train/mixing.py). `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
     keeps biases and normalisation weights out of weight decay, as timm's optimizer factory does.
     `precision`: the training step's arithmetic: `auto` is bfloat16 autocast on a GPU (float16 with a loss
@@ -85,6 +88,8 @@ class FitConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.1
     ema_epochs: float = 2.0
+    mix: str = "none"
+    mix_alpha: float = 1.0
     augment: str = "auto"
     cached_views: int | None = None
     test_time_flip: bool = True
@@ -107,6 +112,7 @@ class FitConfig:
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
+        self._check_mix()
         self._check_choice("precision", PRECISIONS)
         self._check_heads()
         self._check_adaptation()
@@ -156,6 +162,13 @@ class FitConfig:
         if self.tasks and self.domains:
             raise ConfigError("give tasks (label columns of one source) or domains (several sources), not both")
         _ = self.domain_sources  # parsed now, so that a bad --domain fails before any work
+
+    def _check_mix(self) -> None:
+        self._check_choice("mix", MIXES)
+        if self.mix_alpha <= 0:
+            raise ConfigError(f"mix_alpha must be positive, got {self.mix_alpha}")
+        if self.mix != "none" and (self.tasks or self.domains or self.target):
+            raise ConfigError("mix blends one task's labels: drop it with tasks, domains or a target")
 
     def _check_adaptation(self) -> None:
         self._check_choice("adaptation", ADAPTATIONS)

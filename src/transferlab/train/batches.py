@@ -15,6 +15,7 @@ import torch
 
 from transferlab.data.transforms import PRESETS, Augment, Normalizer
 from transferlab.errors import ConfigError
+from transferlab.train.mixing import Mixed
 
 
 @dataclass
@@ -26,7 +27,8 @@ class Batch:
     - `domain`: the domain all its images come from, for a multi-domain model (its head is the one that runs);
     - `index`: which samples of the training split the labelled rows are (for per-sample weights);
     - `n_source`: for domain adaptation, the first `n_source` rows are the labelled source's and the rest the
-      unlabelled target's (labelled -1).
+      unlabelled target's (labelled -1);
+    - `mix`: set when the loop mixed the images (train/mixing.py): the labels they were mixed with.
     """
 
     x: torch.Tensor
@@ -35,6 +37,7 @@ class Batch:
     domain: str | None = None
     index: torch.Tensor | None = None
     n_source: int | None = None
+    mix: Mixed | None = None
 
     @property
     def targets(self) -> torch.Tensor:

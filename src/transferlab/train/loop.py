@@ -23,6 +23,7 @@ from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
+from transferlab.train.mixing import mix_batch
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.precision import Precision
 from transferlab.train.schedules import lr_factor
@@ -279,7 +280,8 @@ class Trainer:
         factor = lr_factor(self.config, state.epoch, state.step, len(self.train), self.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout, reproducibly
+        torch.manual_seed(step_seed(self.config.seed, state.epoch, state.step))  # dropout and mixing, reproducibly
+        batch = mix_batch(batch, self.config.mix, self.config.mix_alpha)
         with self.precision.autocast():
             loss, parts = self._forward(batch, state.global_step / self.total_steps)
         (diverged,) = self.world.any(not math.isfinite(loss.item()))

@@ -50,7 +50,11 @@ class CrossEntropy(Objective):
 
     def forward(self, outputs: Outputs, batch: Batch, progress: float) -> tuple[torch.Tensor, Parts]:
         (logits,) = outputs.logits.values()
-        return F.cross_entropy(logits, batch.y, ignore_index=-1, label_smoothing=self.label_smoothing), {}
+        loss = F.cross_entropy(logits, batch.y, ignore_index=-1, label_smoothing=self.label_smoothing)
+        if batch.mix is None:
+            return loss, {}
+        mixed = F.cross_entropy(logits, batch.mix.partner, ignore_index=-1, label_smoothing=self.label_smoothing)
+        return batch.mix.share * loss + (1 - batch.mix.share) * mixed, {}
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:

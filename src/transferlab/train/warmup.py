@@ -23,8 +23,8 @@ from transferlab.train.objectives import Objective
 def warm_start_head(
     model: TransferModel, config: FitConfig, data: FitData, device: str, run_dir: Path, objective: Objective
 ) -> float:
-    """Train only the heads on clean cached features, minimising `objective`; returns their validation
-    accuracy (the mean over heads)."""
+    """Train only the heads on clean cached features (unaugmented, unmixed), minimising `objective`; returns
+    their validation accuracy (the mean over heads)."""
     strategy = parse_strategy("head")
     if config.batch_size is None:
         raise ValueError("warm_start_head takes a resolved config (defaults.resolve): batch_size must be set")
@@ -32,6 +32,7 @@ def warm_start_head(
     head_config = config.updated(
         strategy="head",
         augment="none",
+        mix="none",  # a probe of the clean features, as the augmentation is off
         epochs=default_epochs(head_only=True, steps_per_epoch=steps_per_epoch),
         lr=BASE_LR[config.optimizer],
         time_limit=None,
