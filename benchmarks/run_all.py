@@ -20,7 +20,7 @@ BENCHMARKS = [
     "situations.py",
     "multitask.py",
     "adaptation.py",
-    "weight_decay.py",
+    "levers.py",
     "export_speed.py",
     "distributed.py",
     "peers.py",  # needs the bench extra (fastai), which `make bench` installs
