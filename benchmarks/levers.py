@@ -46,8 +46,8 @@ def main() -> None:
                 flags_of_run = [*args.flags.split(), *flags, "--seed", str(seed)]
                 points[name].append(fit_process(flags_of_run, None, out, name))
     default = [100 * p.accuracy for p in points["default"]]
-    shared = f" with {args.flags}" if args.flags else ""
-    print(f"\nFashion-MNIST 100/class{shared}, 10,000 test images, seeds 0..{args.seeds - 1}, one process at a time")
+    shared = f", then {args.flags}" if args.flags else ""
+    print(f"\nfit fashion-mnist --per-class 100{shared}; 10,000 test images; seeds 0..{args.seeds - 1}, one at a time")
     columns = ("accuracy (mean ± sd)", 21), ("per seed", 20), ("gain (paired)", 15), ("seconds", 8), ("epochs", 7)
     print(f"{'series':<24} " + " ".join(f"{title:>{width}}" for title, width in columns))
     for name, mine in points.items():
