@@ -22,10 +22,10 @@ from time_to_accuracy import Point, fit_process
 REPORTED = ["timm decay=--no-decay-biases-and-norms", "mixup 0.2=--mix mixup --mix-alpha 0.2"]
 
 
-def spread(values: list[float]) -> str:
-    """mean ± standard deviation, in points."""
+def spread(values: list[float], sign: str = "") -> str:
+    """mean ± standard deviation, in points; `sign="+"` writes a gain's sign."""
     deviation = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):+.2f} ± {deviation:.2f}"
+    return f"{statistics.mean(values):{sign}.2f} ± {deviation:.2f}"
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="levers-") as temp:
         for seed in range(args.seeds):
             for name, flags in series.items():
-                out = Path(temp) / f"{len(points[name])}-{name}-{seed}".replace(" ", "_")
+                out = Path(temp) / f"{name}-{seed}".replace(" ", "_")
                 flags_of_run = [*args.flags.split(), *flags, "--seed", str(seed)]
                 points[name].append(fit_process(flags_of_run, None, out, name))
     default = [100 * p.accuracy for p in points["default"]]
@@ -52,11 +52,11 @@ def main() -> None:
     print(f"{'series':<24} " + " ".join(f"{title:>{width}}" for title, width in columns))
     for name, mine in points.items():
         accuracies = [100 * p.accuracy for p in mine]
-        gain = "" if name == "default" else spread([a - d for a, d in zip(accuracies, default, strict=True)])
+        gain = "" if name == "default" else spread([a - d for a, d in zip(accuracies, default, strict=True)], "+")
         each = " ".join(f"{a:.2f}" for a in accuracies)
         seconds = statistics.mean(p.seconds for p in mine)
         epochs = statistics.mean(p.epochs for p in mine)
-        print(f"{name:<24} {spread(accuracies).lstrip('+'):>21} {each:>20} {gain:>15} {seconds:>8.0f} {epochs:>7.1f}")
+        print(f"{name:<24} {spread(accuracies):>21} {each:>20} {gain:>15} {seconds:>8.0f} {epochs:>7.1f}")
 
 
 if __name__ == "__main__":

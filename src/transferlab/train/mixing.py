@@ -49,7 +49,7 @@ def mix_batch(batch: Batch, kind: str, alpha: float) -> Batch:
         height, width = x.shape[-2:]
         top, bottom, left, right = _box(height, width, share)
         x = x.clone()
-        x[..., top:bottom, left:right] = batch.x[order][..., top:bottom, left:right]
+        x[..., top:bottom, left:right] = batch.x[..., top:bottom, left:right][order]  # gathers the boxes only
         share = 1 - (bottom - top) * (right - left) / (height * width)  # the area the box really took
     return replace(batch, x=x, mix=Mixed(batch.y[order], share))
 
