@@ -22,8 +22,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# The settings only multi-task and multi-domain fits read, and those only domain adaptation reads.
-HEADS_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm"}
+# The settings only `fit` reads (several heads, a refit), and those only domain adaptation reads.
+FIT_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm", "refit"}
 ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting", "validation"}
 TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"
 # As `adapt` names them, with their choices.
@@ -39,7 +39,7 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
     `adapt`'s (its own settings, without the several-heads ones)."""
     parser.add_argument("--config", type=Path, help="YAML file of settings; flags override it")
     for field in fields(FitConfig):
-        if field.name == "source" or field.name in (HEADS_FIELDS if adapt else ADAPT_FIELDS):
+        if field.name == "source" or field.name in (FIT_FIELDS if adapt else ADAPT_FIELDS):
             continue
         if adapt and field.name in ADAPT_FLAGS:
             flag, choices = ADAPT_FLAGS[field.name]

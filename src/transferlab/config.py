@@ -42,7 +42,9 @@ class FitConfig:
     data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
     keeps biases and normalisation weights out of weight decay, as timm's optimizer factory does.
     `precision`: the training step's arithmetic: `auto` is bfloat16 autocast on a GPU (float16 with a loss
-    scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off.
+    scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off. `refit`: once
+    validation has chosen the epoch, train the same recipe again from the start, on the training and
+    validation images together, up to that epoch, and keep that model (fitting.refit_run).
 
     Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
     "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
@@ -98,6 +100,7 @@ class FitConfig:
     time_limit: float | None = None
     per_class: int | None = None
     val_fraction: float = 0.2
+    refit: bool = False
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"
@@ -113,6 +116,7 @@ class FitConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("augment", AUGMENTATIONS)
         self._check_mix()
+        self._check_refit()
         self._check_choice("precision", PRECISIONS)
         self._check_heads()
         self._check_adaptation()
@@ -169,6 +173,12 @@ class FitConfig:
             raise ConfigError(f"mix_alpha must be positive, got {self.mix_alpha}")
         if self.mix != "none" and (self.tasks or self.domains or self.target):
             raise ConfigError("mix blends one task's labels: drop it with tasks, domains or a target")
+
+    def _check_refit(self) -> None:
+        if self.refit and self.target:
+            raise ConfigError("refit is fit's: domain adaptation keeps its validation images held out, to judge by")
+        if self.refit and self.time_limit:
+            raise ConfigError("refit trains a second time, which a time limit does not budget: give one or the other")
 
     def _check_adaptation(self) -> None:
         self._check_choice("adaptation", ADAPTATIONS)

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from transferlab.data import PreparedData
+from transferlab.data import DecodedSplit, PreparedData
 
 
 @dataclass
@@ -34,6 +34,16 @@ class FitData:
     def view(self, head: str) -> PreparedData:
         """One head's data as a single-task set: [N] labels, images that lack a label for it left out."""
         return self.sources[head] if self.domains else self.sources[""].task_view(head)
+
+    def with_val_in_train(self) -> FitData:
+        """Every source with its validation images added to its training images: what a refit trains on once
+        validation has chosen the epoch. Validation stays as it was; it is no longer held out."""
+        return FitData(
+            {
+                name: replace(data, splits=data.splits | {"train": _joined(data.splits["train"], data.splits["val"])})
+                for name, data in self.sources.items()
+            }
+        )
 
     def smallest_head(self) -> str:
         """The head with the fewest training images in its smallest class: it decides whether the set is small."""
@@ -62,3 +72,15 @@ class FitData:
             for split, decoded in data.splits.items():
                 sizes[split] = sizes.get(split, 0) + len(decoded.labels)
         return sizes
+
+
+def _joined(first: DecodedSplit, second: DecodedSplit) -> DecodedSplit:
+    """`first`'s images, then `second`'s, as one split (a copy in memory, even of a file-backed cache)."""
+    paths = first.paths + second.paths if first.paths is not None and second.paths is not None else None
+    return DecodedSplit(
+        torch.cat([first.images, second.images]),
+        torch.cat([first.labels, second.labels]),
+        first.sizes + second.sizes,
+        first.skipped + second.skipped,
+        paths,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +25,33 @@ from transferlab.adaptation.methods import (
     reads_target,
 )
 from transferlab.adaptation.monitor import DomainGap
-from transferlab.adaptation.target import has_labelled_test
 from transferlab.backbones import Backbone
 from transferlab.config import FitConfig, resolve_device
-from transferlab.data import Dataset, DecodedSplit, PreparedData, load_source
+from transferlab.data import Dataset, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.summary import summarize
-from transferlab.data.transforms import PRESETS, Normalizer
+from transferlab.data.transforms import PRESETS
 from transferlab.defaults import resolve
 from transferlab.distributed import World, join
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.evaluate import probabilities, score
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel, save_model
 from transferlab.report.html import write_report
-from transferlab.report.plots import plot_confusion, plot_curves
-from transferlab.report.thumbnails import thumbnail
+from transferlab.report.plots import plot_curves
 from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
+from transferlab.scoring import evaluate_run
 from transferlab.sizing import image_size_for, prepare_for
 from transferlab.strategies import Strategy, parse_strategy
 from transferlab.train.batches import Batches, shard
 from transferlab.train.callbacks import (
     BestCheckpoint,
     EarlyStopping,
+    FinalCheckpoint,
     MetricsLog,
     Progress,
     ResumableCheckpoint,
+    StopAfter,
     TimeBudget,
     interruptible,
 )
@@ -77,6 +77,7 @@ class FitResult:
     state: TrainState
     scores: dict[str, Any]  # on the test split, or on validation when the source has no test split
     image_size: int
+    refit: Refit | None = None  # what `config.refit` did
 
     @property
     def classes(self) -> list[str]:
@@ -189,7 +190,9 @@ def _check_heads(source: Sources, config: FitConfig) -> None:
         )
 
 
-def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: FitConfig) -> TransferModel:
+def _build_model(
+    backbone: Backbone, data: FitData, strategy: Strategy, config: FitConfig, device: str
+) -> TransferModel:
     heads = {name: len(classes) for name, classes in data.heads.items()}
     soft = config.sharing == "soft"
     flips = config.test_time_flip and PRESETS[config.augment].flip
@@ -199,7 +202,7 @@ def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: 
         # What model.json records: the weights saved will have been trained on these images too, so a run dir
         # used as the next transfer's source tells the advisor how much its weights have seen.
         backbone.pretraining_images += data.train_images
-    return TransferModel(
+    model = TransferModel(
         backbone,
         heads,
         test_time_flip=flips,
@@ -207,7 +210,23 @@ def _build_model(backbone: Backbone, data: FitData, strategy: Strategy, config: 
         domains=data.domains,
         domain_norms_from=trained_from if config.domain_batchnorm else None,
         bottleneck=config.bottleneck or None,
-    )
+    ).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    strategy.check(model)
+    return model
+
+
+def _warm_start(
+    model: TransferModel, strategy: Strategy, config: FitConfig, data: FitData, device: str, run_dir: Path, echo: Echo
+) -> None:
+    """Linear probe, then fine-tune: the heads first learn on frozen features, when the backbone will train."""
+    if not (strategy.warm_start and strategy.trains_backbone(model)):
+        return
+    # The heads' own weighting would be learned here and thrown away: the warm start weighs them equally.
+    objective = build_objective(config, model, weighting="equal")
+    accuracy = warm_start_head(model, config, data, device, run_dir, objective)
+    echo(f"head warm start on frozen features: validation accuracy {accuracy:.4f}")
 
 
 def build_run(
@@ -257,10 +276,7 @@ def build_run(
     )
     assert config.backbone_lr_ratio is not None, "resolve() sets the ratio"
     strategy = replace(strategy, backbone_lr_ratio=config.backbone_lr_ratio)  # a configured ratio wins
-    model = _build_model(backbone, data, strategy, config).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    strategy.check(model)
+    model = _build_model(backbone, data, strategy, config, device)
     objective = (
         build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
     )
@@ -273,11 +289,8 @@ def build_run(
     _describe(data, datasets, backbone, strategy, model, config, echo)
     if target_data is not None:
         echo(describe_adaptation(config, target_data))
-    if strategy.warm_start and strategy.trains_backbone(model) and not settled:
-        # The heads' own weighting would be learned here and thrown away: the warm start weighs them equally.
-        warm_objective = build_objective(config, model, weighting="equal")
-        accuracy = warm_start_head(model, config, data, device, run_dir, warm_objective)
-        echo(f"head warm start on frozen features: validation accuracy {accuracy:.4f}")
+    if not settled:
+        _warm_start(model, strategy, config, data, device, run_dir, echo)
     train, val, target_val, note = _batches(model, strategy, config, data, target_data, world)
     echo(f"input: {note}")
     objective = objective.to(device)
@@ -357,17 +370,23 @@ def _describe(
     echo(f"strategy: {strategy.name}: {strategy.describe(model)}{sharing}")
 
 
-def _callbacks(run: Run, extra: dict, quiet: bool) -> list[Callback]:
+def _saver(run: Run) -> Callable[[Trainer], None]:
+    """Saves the model a trainer validates (its weights' moving average, if any) as the run dir's model; on rank
+    0 alone."""
+
+    def save(trainer: Trainer) -> None:
+        if run.world.is_main:
+            save_model(trainer.eval_model, run.run_dir, model_extra(run))
+
+    return save
+
+
+def _callbacks(run: Run, quiet: bool) -> list[Callback]:
     """The run dir's callbacks; on a rank other than the first, only those that decide (which epoch is the
     best, when to stop): they decide alike on every rank, and rank 0 alone writes."""
     config, run_dir, main = run.config, run.run_dir, run.world.is_main
     assert config.patience is not None, "resolve() sets the patience"
-
-    def save(trainer: Trainer) -> None:
-        if main:
-            save_model(trainer.eval_model, run_dir, extra)
-
-    callbacks: list[Callback] = [BestCheckpoint(save, metric=kept_by(config)), EarlyStopping(config.patience)]
+    callbacks: list[Callback] = [BestCheckpoint(_saver(run), metric=kept_by(config)), EarlyStopping(config.patience)]
     if config.time_limit:  # before the checkpoint, which then carries the epoch count it fits
         callbacks.append(TimeBudget(config.time_limit))
     if main:
@@ -393,23 +412,7 @@ def model_extra(run: Run) -> dict[str, Any]:
 def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks: Sequence[Callback] = ()) -> TrainState:
     """The one training loop over `run`, with the run dir's callbacks (and `callbacks`, after them); Ctrl-C
     leaves a resumable checkpoint."""
-    callbacks = [*_callbacks(run, model_extra(run), quiet), *callbacks]
-    trainer = Trainer(
-        run.model,
-        run.strategy,
-        run.config,
-        run.train,
-        run.val,
-        run.run_dir,
-        callbacks,
-        objective=run.objective,
-        world=run.world,
-    )
-    if resume:
-        trainer.resume()
-        run.echo(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
-    with interruptible(trainer):
-        state = trainer.fit()
+    state = _train(run, [*_callbacks(run, quiet), *callbacks], resume)
     if state.best_epoch and run.world.is_main:  # the other ranks keep no history
         kept, metric = state.history[state.best_epoch - 1], kept_by(run.config)
         what = {"val_loss": "validation loss", "dev_loss": "DEV's estimate of the target loss"}[metric]
@@ -420,71 +423,124 @@ def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks:
     return state
 
 
-def _score_split(run: Run, test: DecodedSplit, domain: str | None) -> dict[str, dict[str, Any]]:
-    """{head: scores} of the run's model on `test`, each head on the images labelled for it."""
-    normalizer = Normalizer(run.model.backbone.preprocessing, run.config.channels_last)
-    probs = probabilities(run.model, test.images, normalizer, device=run.device, domain=domain)
-    labels = test.labels.view(len(test.labels), -1)  # a column per head that ran, in its order
-    scores = {}
-    for column, (head, head_probs) in enumerate(probs.items()):
-        keep = torch.nonzero(labels[:, column] >= 0).flatten()
-        paths = [str(test.paths[i]) for i in keep] if test.paths else None
-        scores[head] = score(head_probs[keep], labels[keep, column], run.heads[head], paths)
-        for row in scores[head]["top_losses"]:  # the report shows them, whether or not the files outlive the run
-            row["thumbnail"] = thumbnail(test.images[keep[row["index"]]])
-    return scores
+def _train(
+    run: Run, callbacks: list[Callback], resume: bool, *, held_out: bool = True, checkpoint: Path | None = None
+) -> TrainState:
+    """Run the one Trainer over `run` with `callbacks`, validating on `run.val` when `held_out`; `resume`: from
+    `checkpoint` (default: the run dir's). Ctrl-C leaves a resumable checkpoint."""
+    trainer = Trainer(
+        run.model,
+        run.strategy,
+        run.config,
+        run.train,
+        run.val if held_out else None,
+        run.run_dir,
+        callbacks,
+        objective=run.objective,
+        world=run.world,
+        checkpoint=checkpoint,
+    )
+    if resume:
+        trainer.resume()
+        run.echo(f"resuming at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+    with interruptible(trainer):
+        return trainer.fit()
 
 
-def evaluate_run(run: Run) -> dict[str, Any]:
-    """Scores of the run's model on the test split (validation when the source has none), saved as eval.json.
+@dataclass
+class Refit:
+    """What a refit did: trained again on `train_images` (training and validation images) for `epochs` of the
+    `schedule_epochs`-epoch schedule, in `seconds`. `selected`: the scores of the model validation had chosen,
+    which the refit's model replaces."""
 
-    One head: `score`'s keys. Several: `{"tasks": {head: scores}}` (each head on the images labelled for it),
-    with `accuracy` and `macro_f1` their means over heads. Domain adaptation: the target's test split's scores
-    when it has labels, with the source's under `source`; else the source's, with `target` null.
+    epochs: int
+    schedule_epochs: int
+    train_images: int
+    seconds: float
+    selected: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def refit_run(
+    run: Run, chosen: TrainState, *, resume: bool = False, quiet: bool = False, callbacks: Sequence[Callback] = ()
+) -> tuple[Run, Refit]:
+    """Train `run`'s recipe again, from the start, on its training and validation images together, up to the
+    epoch that validation chose (`chosen.best_epoch`) on the schedule's full length, and keep that model.
+
+    Validation's images only chose the epoch; here they train the model too (a quarter more images at the
+    default split). The chosen model is scored first and its scores kept in selected.json. Returns the
+    refit's Run and what it did. `resume`: go on from the refit's checkpoint, when it had written one.
+    `callbacks` join the refit's own, after them.
     """
-    per_head: dict[str, dict[str, Any]] = {}
-    split = ""
-    for name, source in run.data.sources.items():
-        split = "test" if "test" in source.splits else "val"
-        scored = _score_split(run, source.splits[split], name or None)
-        per_head |= {head: each | {"split": split} for head, each in scored.items()}
-    if len(per_head) == 1:
-        scores = next(iter(per_head.values()))
-        plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], RunDir(run.run_dir).confusion)
-    else:
-        scores = {
-            "accuracy": sum(s["accuracy"] for s in per_head.values()) / len(per_head),
-            "macro_f1": sum(s["macro_f1"] for s in per_head.values()) / len(per_head),
-            "split": split,
-            "tasks": per_head,
-        }
-        for head, head_scores in per_head.items():
-            plot_confusion(head_scores["confusion"], run.heads[head], run.run_dir / f"confusion-{head}.png")
-    if run.target is not None:
-        scores = _with_target(run, scores)
-    write_json_atomic(RunDir(run.run_dir).scores, scores)
+    files, config, strategy, main = RunDir(run.run_dir), run.config, run.strategy, run.world.is_main
+    assert chosen.best_epoch is not None and config.epochs is not None, "a trained run has a kept epoch"
+    selected = _selected(run, chosen) if main else {}
+    data = run.data.with_val_in_train()
+    torch.manual_seed(config.seed)  # the new heads start alike whether or not the first training ran in this process
+    backbone = open_backbone(
+        config.backbone, pretrained=strategy.pretrained, weights=config.weights if strategy.pretrained else None
+    )
+    model = _build_model(backbone, data, strategy, config, run.device)
+    resuming = resume and files.refit_checkpoint.is_file()
+    run.echo(
+        f"refit: training again on {data.train_images} images (training and validation) up to epoch "
+        f"{chosen.best_epoch} of {config.epochs}, the epoch validation chose"
+    )
+    if not resuming and main:  # DDP gives the other ranks rank 0's weights
+        # Silent: its validation accuracy would be read on images it has now trained on.
+        _warm_start(model, strategy, config, data, run.device, run.run_dir, _silent)
+        files.refit_metrics.unlink(missing_ok=True)
+    train, _, _, note = _batches(model, strategy, config, data, None, run.world)
+    objective = build_objective(config, model).to(run.device)
+    refit = replace(run, model=model, objective=objective, train=train, input_note=note)
+    own: list[Callback] = [StopAfter(chosen.best_epoch), FinalCheckpoint(_saver(refit))]
+    if main:
+        own = [MetricsLog(files.refit_metrics), *own, ResumableCheckpoint()]
+    if main and not quiet:
+        own.append(Progress())
+    state = _train(refit, [*own, *callbacks], resuming, held_out=False, checkpoint=files.refit_checkpoint)
+    return refit, Refit(chosen.best_epoch, config.epochs, data.train_images, round(state.elapsed, 2), selected)
+
+
+def _selected(run: Run, chosen: TrainState) -> dict[str, Any]:
+    """The scores of the model validation chose (the run dir's, before a refit replaces it), kept with the
+    loop's state in selected.json: a resumed refit reads both from there."""
+    record = RunDir(run.run_dir).selected
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if "scores" in kept:
+            return kept["scores"]
+    write_json_atomic(record, {"state": asdict(chosen)})  # first: validation's choice survives a kill from here on
+    run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
+    scores = {key: value for key, value in evaluate_run(run).items() if key in ("accuracy", "macro_f1", "split")}
+    run.echo(f"selected model (epoch {chosen.best_epoch}): {scores['split']} accuracy {scores['accuracy']:.4f}")
+    write_json_atomic(record, {"state": asdict(chosen), "scores": scores})
     return scores
 
 
-def _with_target(run: Run, source_scores: dict[str, Any]) -> dict[str, Any]:
-    """The target's test scores, the source's beside them; the source's alone when the target has no labels."""
-    assert run.target is not None
-    if not has_labelled_test(run.target):
-        return source_scores | {"target": None}
-    (scores,) = _score_split(run, run.target.splits["test"], None).values()
-    plot_confusion(scores["confusion"], run.heads[run.model.head_names[0]], RunDir(run.run_dir).confusion)
-    return scores | {"split": "target test", "source": source_scores}
+def chosen_state(run_dir: Path) -> TrainState | None:
+    """The loop's state when validation chose the epoch, once a refit has begun (None before)."""
+    record = RunDir(run_dir).selected
+    return TrainState(**json.loads(record.read_text())["state"]) if record.is_file() else None
 
 
-def finish_run(run: Run, state: TrainState) -> FitResult:
-    """Load the kept model, plot the curves, score it, and write summary.json."""
+def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitResult:
+    """Load the kept model, plot the curves (validation's, when there was a `refit`), score it, and write
+    summary.json. A refit's model is scored on the test split; without one, nothing held out is left to score
+    it, and the selected model's validation scores stand for it, as model selection's estimate."""
     run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
     if run.target is not None and run.config.adaptation == "adabn":
         adapt_batchnorm(run.model, run.data.sources[""], run.target, run.config, run.device)
         save_model(run.model, run.run_dir, model_extra(run))
         run.echo("adabn: every BatchNorm layer's statistics aligned to normalise the target as it did the source")
     plot_curves(state.history, RunDir(run.run_dir).curves)
-    scores = evaluate_run(run)
+    if refit is not None and refit.selected["split"] != "test":
+        scores = json.loads(RunDir(run.run_dir).scores.read_text())
+        run.echo("no test split: the refit's model is judged by the validation scores of the model it replaces")
+    else:
+        scores = evaluate_run(run)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
     mean = " (mean over heads)" if "tasks" in scores else ""
@@ -498,18 +554,22 @@ def finish_run(run: Run, state: TrainState) -> FitResult:
         "strategy": run.strategy.name,
         "stop_reason": state.stop_reason,
         "best_epoch": state.best_epoch,
-        "train_seconds": round(state.elapsed, 2),
+        "train_seconds": round(state.elapsed + (refit.seconds if refit else 0.0), 2),
         "input": run.input_note,
         "skipped": [{"path": s.path, "reason": s.reason} for s in run.data.skipped],
         "accuracy": scores["accuracy"],
         "evaluated_on": scores["split"],
     }
+    if refit is not None:
+        summary["refit"] = refit.to_json()
     write_json_atomic(RunDir(run.run_dir).summary, summary)
     write_json_atomic(RunDir(run.run_dir).data, {name: summarize(d, name) for name, d in run.data.sources.items()})
     if run.config.report:
         run.echo(f"report: {write_report(run.run_dir)}")
     assert run.config.image_size is not None, "build_run sets the image size"
-    return FitResult(run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size)
+    return FitResult(
+        run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size, refit
+    )
 
 
 def fit(
@@ -529,15 +589,19 @@ def fit(
     """
     echo: Echo = _silent if quiet else (lambda msg: print(msg, flush=True))
     run = build_run(source, config, Path(run_dir), resume=resume, echo=echo, target=target)
-    state = train_run(run, resume=resume, quiet=quiet)
+    chosen = chosen_state(run.run_dir) if resume else None  # a resumed refit: the first training is done
+    state = chosen or train_run(run, resume=resume, quiet=quiet)
+    refit = None
+    if run.config.refit:
+        run, refit = refit_run(run, state, resume=resume, quiet=quiet)
     if run.world.is_main:
-        result = finish_run(run, state)
+        result = finish_run(run, state, refit)
     run.world.barrier()  # the other ranks return what rank 0 kept and scored
     if not run.world.is_main:
         run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
         scores = json.loads(RunDir(run.run_dir).scores.read_text())
         assert run.config.image_size is not None, "build_run sets the image size"
         result = FitResult(
-            run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size
+            run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size, refit
         )
     return result

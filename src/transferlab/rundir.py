@@ -28,6 +28,21 @@ class RunDir:
         return self.path / "checkpoint.safetensors"
 
     @property
+    def refit_checkpoint(self) -> Path:
+        """The refit's resumable checkpoint (`--refit`: training again on train+val)."""
+        return self.path / "refit-checkpoint.safetensors"
+
+    @property
+    def refit_metrics(self) -> Path:
+        """The refit's epochs, one JSON line each (its training loss: nothing is held out)."""
+        return self.path / "refit-metrics.jsonl"
+
+    @property
+    def selected(self) -> Path:
+        """Before a refit: the epoch validation chose, the loop's state then, and that model's scores (JSON)."""
+        return self.path / "selected.json"
+
+    @property
     def config(self) -> Path:
         """The resolved settings, every automatic one filled in."""
         return self.path / "config.yaml"

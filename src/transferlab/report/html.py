@@ -81,6 +81,14 @@ def _headline(run_dir: Path, summary: dict[str, Any], scores: dict[str, Any]) ->
     ]
     if scores.get("target", "") is None:
         facts.append(("target", "accuracy unknown: the target has no labelled test split"))
+    if refit := summary.get("refit"):
+        chosen = refit["selected"]
+        facts[2] = (
+            "model kept",
+            f"a refit on {refit['train_images']} training and validation images, to epoch {refit['epochs']} of "
+            f"{refit['schedule_epochs']}; the model validation chose scored {chosen['split']} accuracy "
+            f"{100 * chosen['accuracy']:.2f}%",
+        )
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts if v is not None)
     return f"<section id='summary'><h2>Result</h2><p class='headline'>{line}</p><table>{rows}</table></section>"
 

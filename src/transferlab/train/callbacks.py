@@ -48,6 +48,16 @@ class BestCheckpoint(Callback):
             state.stale_epochs += 1
 
 
+class FinalCheckpoint(Callback):
+    """Saves the model as training leaves it, through `save`: a refit has nothing held out to choose another."""
+
+    def __init__(self, save: Saver) -> None:
+        self.save = save
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+
 class EarlyStopping(Callback):
     """Stops when no epoch has come within BestCheckpoint's margin of the best for `patience` epochs."""
 
@@ -59,6 +69,21 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if trainer.state.stale_epochs >= self.patience:
             trainer.stop_reason = f"early stop: no validation gain for {self.patience} epochs"
+
+
+class StopAfter(Callback):
+    """Stops after epoch `epochs` of the run's schedule (the one a refit copies): the schedule's learning rates
+    are those of its full length, as they were for the epoch validation chose."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.on_epoch_end(trainer, {})  # a resumed run that had already got there trains no further
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if trainer.state.epoch >= self.epochs:
+            trainer.stop_reason = f"stopped after epoch {self.epochs}"
 
 
 class TimeBudget(Callback):
@@ -157,10 +182,12 @@ class Progress(Callback):
             self.progress.update(self.task, advance=1, info=info)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        line = (
-            f"epoch {metrics['epoch']:>3}/{trainer.epochs}  val_acc {metrics['val_accuracy']:.4f}  "
-            f"val_loss {metrics['val_loss']:.4f}  {trainer.elapsed:6.1f}s"
-        )
+        line = f"epoch {metrics['epoch']:>3}/{trainer.epochs}  "
+        if "val_loss" in metrics:
+            line += f"val_acc {metrics['val_accuracy']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+        elif trainer.state.history:  # nothing held out (a refit): the training loss MetricsLog measured
+            line += f"train_loss {trainer.state.history[-1]['train_loss']:.4f}  "
+        line += f"{trainer.elapsed:6.1f}s"
         heads = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("val_accuracy/")}
         if heads:  # several tasks or domains: each one's accuracy, then what the objective logged
             line += "  (" + ", ".join(f"{name} {value:.4f}" for name, value in heads.items()) + ")"

@@ -147,8 +147,9 @@ class _Step(nn.Module):
 
 
 class Trainer:
-    """Fits `model` with `strategy` on `train`, validating on `val` after each epoch, minimising `objective`
-    (default: cross-entropy of the one head, with the config's label smoothing).
+    """Fits `model` with `strategy` on `train`, validating on `val` after each epoch (None: no held-out images,
+    as in a refit), minimising `objective` (default: cross-entropy of the one head, with the config's label
+    smoothing). The resumable checkpoint is `checkpoint` (default: the run dir's).
 
     In a `world` of several processes (torchrun), each holds a replica, `train` is this rank's share of every
     batch (batches.shard), DistributedDataParallel averages the gradients, and only rank 0 writes: its
@@ -161,11 +162,12 @@ class Trainer:
         strategy: Strategy,
         config: FitConfig,
         train: Batches,
-        val: Batches,
+        val: Batches | None,
         run_dir: Path,
         callbacks: Sequence[Callback] = (),
         objective: Objective | None = None,
         world: World | None = None,
+        checkpoint: Path | None = None,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -173,6 +175,7 @@ class Trainer:
         self.train = train
         self.val = val
         self.run_dir = Path(run_dir)
+        self.checkpoint = checkpoint or RunDir(self.run_dir).checkpoint
         self.callbacks = _in_order(list(callbacks))
         strategy.freeze(model)
         self.objective = objective or CrossEntropy(config.label_smoothing)
@@ -216,7 +219,7 @@ class Trainer:
         if not self.world.is_main:
             return
         save_checkpoint(
-            RunDir(self.run_dir).checkpoint,
+            self.checkpoint,
             self.model,
             self.optimizer,
             self.state,
@@ -229,7 +232,7 @@ class Trainer:
         """Continue from the run dir's resumable checkpoint: weights, their average, the objective's own
         parameters, optimizer, the float16 loss scale, loop state."""
         self.state = load_checkpoint(
-            RunDir(self.run_dir).checkpoint,
+            self.checkpoint,
             self.model,
             self.optimizer,
             self._averaged,
@@ -270,7 +273,7 @@ class Trainer:
         if self.strategy.adapt_batchnorm and self.strategy.trains_backbone(self.model):
             recalibrate_batchnorm(self.eval_model, self.train, self.strategy.num_frozen(self.model))
         self.world.share_buffers(self.eval_model)  # every rank validates the same model, and decides alike
-        metrics = {"epoch": state.epoch, **validate(self.eval_model, self.val)}
+        metrics = {"epoch": state.epoch, **(validate(self.eval_model, self.val) if self.val is not None else {})}
         for callback in self.callbacks:
             callback.on_epoch_end(self, metrics)
         self._agree()
