@@ -32,6 +32,7 @@ def test_flags_override_yaml_and_none_means_not_given(tmp_path: Path) -> None:
         ({"lr": "1e-3"}, "lr must be a number, got '1e-3'"),
         ({"test_time_flip": 1}, "test_time_flip must be true or false"),
         ({"domains": ["a=x", 3]}, "domains must be a list of text"),
+        ({"keep_by": "accuracy"}, "keep_by must be one of loss, tempered_loss"),
     ],
 )
 def test_bad_settings_get_one_clear_line(changes: dict, message: str) -> None:

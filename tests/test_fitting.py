@@ -92,6 +92,13 @@ def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, t
     assert losses[0] == losses[1] != losses[2]
 
 
+def test_keep_by_tempered_loss_keeps_the_checkpoint_by_the_temperature_scaled_loss(digits, tiny_weights, tmp_path):
+    result = fit(digits, _config(tiny_weights, strategy="head", keep_by="tempered_loss"), tmp_path, quiet=True)
+    rows = _epochs(tmp_path)
+    assert result.state.best_metric == min(row["val_loss_tempered"] for row in rows)
+    assert all(row["val_loss_tempered"] <= row["val_loss"] + 1e-9 for row in rows)  # a factor of 1 is a candidate
+
+
 class RecordingLoss(CrossEntropy):
     """Cross-entropy that keeps the share of each batch it was given (None for an unmixed one)."""
 

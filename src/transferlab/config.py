@@ -26,6 +26,7 @@ ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/metho
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")
 PRECISIONS = ("auto", "32", "bf16", "16")  # see train/precision.py
 VALIDATIONS = ("source", "dev")  # which loss keeps the checkpoint of an adapted run (see adaptation/monitor.py)
+KEEP_BY = ("loss", "tempered_loss")  # the validation loss that keeps the checkpoint (see train/loop.validate)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ class FitConfig:
     `precision`: the training step's arithmetic: `auto` is bfloat16 autocast on a GPU (float16 with a loss
     scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off. `refit`: once
     validation has chosen the epoch, train the same recipe again from the start, on the training and
-    validation images together, up to that epoch, and keep that model (fitting.refit_run).
+    validation images together, up to that epoch, and keep that model (fitting.refit_run). `keep_by`: the
+    validation loss that keeps the checkpoint and stops early: `loss`, or `tempered_loss`, the same once the
+    logits are divided by the temperature that minimises it, which scores the model's ranking of the classes
+    without its over- or under-confidence.
 
     Several heads: `tasks` names a CSV manifest's label columns ("age,gender,race"), `domains` lists
     "NAME=SOURCE" data sets, each with its own classes, learned by one network with a head per domain.
@@ -97,6 +101,7 @@ class FitConfig:
     test_time_flip: bool = True
     image_size: int | None = None
     patience: int | None = None
+    keep_by: str = "loss"
     time_limit: float | None = None
     per_class: int | None = None
     val_fraction: float = 0.2
@@ -118,6 +123,7 @@ class FitConfig:
         self._check_mix()
         self._check_refit()
         self._check_choice("precision", PRECISIONS)
+        self._check_choice("keep_by", KEEP_BY)
         self._check_heads()
         self._check_adaptation()
         for name in ("epochs", "batch_size", "image_size", "per_class", "step_size"):

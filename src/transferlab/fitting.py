@@ -399,9 +399,11 @@ def _callbacks(run: Run, quiet: bool) -> list[Callback]:
 
 
 def kept_by(config: FitConfig) -> str:
-    """The epoch metric that keeps the checkpoint and stops early: the source's validation loss, or the
-    target loss that DEV estimates from it (DomainGap measures it)."""
-    return "dev_loss" if config.validation == "dev" else "val_loss"
+    """The epoch metric that keeps the checkpoint and stops early: the source's validation loss (tempered or
+    not), or the target loss that DEV estimates from it (DomainGap measures it)."""
+    if config.validation == "dev":
+        return "dev_loss"
+    return {"loss": "val_loss", "tempered_loss": "val_loss_tempered"}[config.keep_by]
 
 
 def model_extra(run: Run) -> dict[str, Any]:
@@ -415,7 +417,11 @@ def train_run(run: Run, *, resume: bool = False, quiet: bool = False, callbacks:
     state = _train(run, [*_callbacks(run, quiet), *callbacks], resume)
     if state.best_epoch and run.world.is_main:  # the other ranks keep no history
         kept, metric = state.history[state.best_epoch - 1], kept_by(run.config)
-        what = {"val_loss": "validation loss", "dev_loss": "DEV's estimate of the target loss"}[metric]
+        what = {
+            "val_loss": "validation loss",
+            "val_loss_tempered": "temperature-scaled validation loss",
+            "dev_loss": "DEV's estimate of the target loss",
+        }[metric]
         run.echo(
             f"stopped: {state.stop_reason}; kept epoch {state.best_epoch}: {what} {kept[metric]:.4f} "
             f"(lowest {state.best_metric:.4f}), validation accuracy {kept['val_accuracy']:.4f}"

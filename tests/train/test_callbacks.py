@@ -1,5 +1,5 @@
-"""The best checkpoint: lowest validation loss, the latest of the models within one standard error of it; and
-the time budget that fits the run's epochs to the time it is given."""
+"""The best checkpoint: lowest validation loss, the latest of the models within one standard error of it; the
+validation loss, tempered or not; and the time budget that fits the run's epochs to the time it is given."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def test_validation_reports_the_standard_error_of_its_mean_loss() -> None:
     assert metrics["val_loss"] == pytest.approx(per_image.mean(), rel=1e-6)
     assert metrics["val_loss_se"] == pytest.approx(per_image.std(ddof=1) / np.sqrt(50), rel=1e-5)
     assert metrics["val_accuracy"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+
+
+def test_the_tempered_loss_takes_out_overconfidence_and_leaves_a_calibrated_model_as_it_is() -> None:
+    torch.manual_seed(0)
+    calibrated = 2 * torch.randn(4000, 5)
+    labels = torch.distributions.Categorical(logits=calibrated).sample()  # drawn as the logits say: calibrated
+
+    def metrics(logits: torch.Tensor) -> dict[str, float]:
+        return validate(_Logits(), SimpleNamespace(batches=lambda: [Batch(logits, labels)]))
+
+    honest, overconfident = metrics(calibrated), metrics(3 * calibrated)
+    assert honest["val_loss_tempered"] == pytest.approx(honest["val_loss"], rel=2e-3)
+    assert overconfident["val_loss"] > 1.5 * honest["val_loss"]  # the same ranking, three times too sure
+    assert overconfident["val_loss_tempered"] == pytest.approx(honest["val_loss_tempered"], rel=1e-6)
+    assert overconfident["val_loss_tempered_se"] == pytest.approx(honest["val_loss_tempered_se"], rel=1e-3)
 
 
 def test_the_trainer_refuses_early_stopping_before_the_checkpoint_it_reads_from() -> None:

@@ -94,42 +94,69 @@ def build_optimizer(config: FitConfig, groups: list[dict]) -> torch.optim.Optimi
 
 @torch.no_grad()
 def validate(model: TransferModel, batches: Batches) -> dict[str, float]:
-    """Mean cross-entropy, its standard error, and accuracy of `model` (in eval mode) over `batches`.
+    """Mean cross-entropy, its standard error, and accuracy of `model` (in eval mode) over `batches`; and the
+    same loss once the logits are divided by the temperature that minimises it (`val_loss_tempered`).
 
     With several heads (tasks or domains), each head's are reported as `val_loss/NAME` and `val_accuracy/NAME`,
     over the images labelled for it, and `val_loss`, `val_accuracy` are their means over heads: what the best
     checkpoint and early stopping read. The mean's standard error treats the heads' as independent.
     """
-    losses: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
-    correct = dict.fromkeys(model.head_names, 0)
+    logits: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
+    labels: dict[str, list[torch.Tensor]] = {name: [] for name in model.head_names}
     fast: TransferModel | None = None
     with evaluating(model):
         for batch in batches.batches():
             fast = fast or without_batchnorm(model, "outputs_from", batch.x[:1], batch.start, batch.domain)
             outputs = fast.outputs_from(batch.x, batch.start, batch.domain)
-            for (name, logits), labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
-                labelled = labels >= 0
-                logits, labels = logits[labelled], labels[labelled]
-                losses[name].append(nn.functional.cross_entropy(logits, labels, reduction="none").double())
-                correct[name] += int((logits.argmax(1) == labels).sum())
-    heads = {name: _mean_and_error(values, correct[name]) for name, values in losses.items()}
+            for (name, head_logits), head_labels in zip(outputs.logits.items(), batch.targets.T, strict=True):
+                labelled = head_labels >= 0
+                logits[name].append(head_logits[labelled])
+                labels[name].append(head_labels[labelled])
+    heads = {name: _head_metrics(logits[name], labels[name]) for name in model.head_names}
     if len(heads) == 1:
         return next(iter(heads.values()))
-    metrics = {key: sum(h[key] for h in heads.values()) / len(heads) for key in ("val_loss", "val_accuracy")}
-    metrics["val_loss_se"] = sum(h["val_loss_se"] ** 2 for h in heads.values()) ** 0.5 / len(heads)
+    metrics = {key: sum(h[key] for h in heads.values()) / len(heads) for key in (*_LOSSES, "val_accuracy")}
+    for key in _LOSSES:
+        metrics[f"{key}_se"] = sum(h[f"{key}_se"] ** 2 for h in heads.values()) ** 0.5 / len(heads)
     for name, head in heads.items():
         metrics |= {f"val_loss/{name}": head["val_loss"], f"val_accuracy/{name}": head["val_accuracy"]}
     return metrics
 
 
-def _mean_and_error(losses: list[torch.Tensor], correct: int) -> dict[str, float]:
-    every = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
-    count = len(every)
-    return {
-        "val_loss": every.sum().item() / max(1, count),
-        "val_loss_se": every.std().item() / count**0.5 if count > 1 else 0.0,
-        "val_accuracy": correct / max(1, count),
-    }
+_LOSSES = ("val_loss", "val_loss_tempered")
+
+
+def _head_metrics(logits: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, float]:
+    every = torch.cat(logits) if logits else torch.zeros(0, 1)
+    truth = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+    count = len(truth)
+    metrics = {"val_accuracy": int((every.argmax(1) == truth).sum()) / max(1, count)}
+    for key, scale in (("val_loss", 1.0), ("val_loss_tempered", _inverse_temperature(every, truth))):
+        losses = nn.functional.cross_entropy(every * scale, truth, reduction="none").double()
+        metrics[key] = losses.sum().item() / max(1, count)
+        metrics[f"{key}_se"] = losses.std().item() / count**0.5 if count > 1 else 0.0
+    return metrics
+
+
+def _inverse_temperature(logits: torch.Tensor, labels: torch.Tensor, iterations: int = 40) -> float:
+    """The factor of the logits that minimises their mean cross-entropy (temperature scaling, Guo et al. 2017),
+    between 1/20 and 20. The loss is convex in the factor, so a golden-section search over its logarithm finds
+    it; hand-written because it is ten lines, and a solver would be a dependency for one number."""
+    if len(labels) == 0:
+        return 1.0
+
+    def loss(log_scale: float) -> float:
+        return nn.functional.cross_entropy(logits * math.exp(log_scale), labels).item()
+
+    low, high = -math.log(20), math.log(20)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(iterations):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        if loss(left) < loss(right):
+            high = right
+        else:
+            low = left
+    return math.exp((low + high) / 2)
 
 
 class _Step(nn.Module):
