@@ -283,7 +283,9 @@ def build_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not settled:
         config.save(RunDir(run_dir).config)
-        (RunDir(run_dir).metrics).unlink(missing_ok=True)
+        files = RunDir(run_dir)
+        for stale in (files.metrics, files.selected, files.refit_checkpoint, files.refit_metrics):
+            stale.unlink(missing_ok=True)  # an earlier run's in the same dir
     if world.active and world.is_main:
         world.barrier()  # the other ranks may read config.yaml now
     _describe(data, datasets, backbone, strategy, model, config, echo)
