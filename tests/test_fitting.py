@@ -15,7 +15,8 @@ from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import Outputs
 from transferlab.train.batches import Batch
-from transferlab.train.loop import TrainingDiverged
+from transferlab.train.callbacks import ResumableCheckpoint, StopAfter
+from transferlab.train.loop import Callback, Trainer, TrainingDiverged
 from transferlab.train.objectives import CrossEntropy
 
 
@@ -83,6 +84,20 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weig
         load_file(tmp_path / "parted/model.safetensors"),
     )
     assert all((final_a[k] == final_b[k]).all() for k in final_a)
+
+
+def test_a_run_that_had_stopped_trains_no_further_when_resumed(digits, tiny_weights, tmp_path) -> None:
+    run = build_run(digits, _config(tiny_weights, strategy="head"), tmp_path, echo=lambda _: None)
+
+    def trainer(*callbacks: Callback) -> Trainer:
+        return Trainer(run.model, run.strategy, run.config, run.train, run.val, tmp_path, list(callbacks))
+
+    stopped = trainer(StopAfter(1), ResumableCheckpoint())  # say, stopped early after the first of 3 epochs
+    assert stopped.fit().epoch == 1
+    resumed = trainer(ResumableCheckpoint())  # killed while scoring, then resumed
+    resumed.resume()
+    state = resumed.fit()
+    assert state.epoch == 1 and state.global_step == len(run.train) and state.stop_reason == "stopped after epoch 1"
 
 
 def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, tmp_path) -> None:

@@ -117,12 +117,12 @@ def test_with_val_in_train_appends_the_validation_images_and_keeps_validation() 
     assert data.train_images == 5 and joined.train_images == 7
 
 
-def test_stop_after_stops_a_run_that_has_reached_its_epoch_before_it_trains_again() -> None:
-    trainer = SimpleNamespace(state=TrainState(epoch=2), stop_reason=None)
-    StopAfter(3).on_fit_start(trainer)
+def test_stop_after_stops_at_its_epoch_of_a_longer_schedule() -> None:
+    trainer = SimpleNamespace(state=TrainState(epoch=2), stop_reason=None, epochs=20)
+    StopAfter(3).on_epoch_end(trainer, {})
     assert trainer.stop_reason is None
     trainer.state.epoch = 3
-    StopAfter(3).on_fit_start(trainer)
+    StopAfter(3).on_epoch_end(trainer, {})
     assert trainer.stop_reason == "stopped after epoch 3"
 
 

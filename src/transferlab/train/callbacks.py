@@ -78,9 +78,6 @@ class StopAfter(Callback):
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.on_epoch_end(trainer, {})  # a resumed run that had already got there trains no further
-
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if trainer.state.epoch >= self.epochs:
             trainer.stop_reason = f"stopped after epoch {self.epochs}"

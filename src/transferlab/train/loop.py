@@ -242,6 +242,7 @@ class Trainer:
 
     def save_resumable(self) -> None:
         self.state.elapsed = self.elapsed
+        self.state.stop_reason = self.stop_reason  # a run that had stopped (early, at its time) trains no further
         self._started = time.monotonic()
         if not self.world.is_main:
             return
@@ -267,6 +268,7 @@ class Trainer:
             self.precision.scaler,
         )
         self.epochs = self.state.epochs or self.epochs
+        self.stop_reason = self.state.stop_reason
 
     @property
     def total_steps(self) -> int:
