@@ -516,15 +516,13 @@ def _selected(run: Run, chosen: TrainState) -> dict[str, Any]:
     """The scores of the model validation chose (the run dir's, before a refit replaces it), kept with the
     loop's state in selected.json: a resumed refit reads both from there."""
     record = RunDir(run.run_dir).selected
-    if record.is_file():
-        kept = json.loads(record.read_text())
-        if "scores" in kept:
-            return kept["scores"]
-    write_json_atomic(record, {"state": asdict(chosen)})  # first: validation's choice survives a kill from here on
-    run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
-    scores = {key: value for key, value in evaluate_run(run).items() if key in ("accuracy", "macro_f1", "split")}
+    scores = json.loads(record.read_text()).get("scores") if record.is_file() else None
+    if scores is None:
+        write_json_atomic(record, {"state": asdict(chosen)})  # first: validation's choice survives a kill from here
+        run.model.load_state_dict(load_file(RunDir(run.run_dir).weights))
+        scores = {key: value for key, value in evaluate_run(run).items() if key in ("accuracy", "macro_f1", "split")}
+        write_json_atomic(record, {"state": asdict(chosen), "scores": scores})
     run.echo(f"selected model (epoch {chosen.best_epoch}): {scores['split']} accuracy {scores['accuracy']:.4f}")
-    write_json_atomic(record, {"state": asdict(chosen), "scores": scores})
     return scores
 
 
