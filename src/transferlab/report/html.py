@@ -75,22 +75,27 @@ def _headline(run_dir: Path, summary: dict[str, Any], scores: dict[str, Any]) ->
     facts = [
         ("strategy", summary.get("strategy")),
         ("stopped", summary.get("stop_reason")),
-        ("model kept", f"epoch {summary.get('best_epoch')}"),
+        ("model kept", _kept(summary)),
         ("training", f"{summary.get('train_seconds', 0):.0f} s"),
         ("input", summary.get("input")),
     ]
     if scores.get("target", "") is None:
         facts.append(("target", "accuracy unknown: the target has no labelled test split"))
-    if refit := summary.get("refit"):
-        chosen = refit["selected"]
-        facts[2] = (
-            "model kept",
-            f"a refit on {refit['train_images']} training and validation images, to epoch {refit['epochs']} of "
-            f"{refit['schedule_epochs']}; the model validation chose scored {chosen['split']} accuracy "
-            f"{100 * chosen['accuracy']:.2f}%",
-        )
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts if v is not None)
     return f"<section id='summary'><h2>Result</h2><p class='headline'>{line}</p><table>{rows}</table></section>"
+
+
+def _kept(summary: dict[str, Any]) -> str:
+    """Which model the run kept: validation's epoch, or a refit on training and validation images."""
+    refit = summary.get("refit")
+    if refit is None:
+        return f"epoch {summary.get('best_epoch')}"
+    chosen = refit["selected"]
+    return (
+        f"a refit on {refit['train_images']} training and validation images, to epoch {refit['epochs']} of "
+        f"{refit['schedule_epochs']}; the model validation chose scored {chosen['split']} accuracy "
+        f"{100 * chosen['accuracy']:.2f}%"
+    )
 
 
 def _data(data: dict[str, Any] | None) -> str:
