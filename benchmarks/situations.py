@@ -1,8 +1,10 @@
 """The four situations on real data: size (small/large) x similarity to the source (similar/dissimilar).
 
 Source 1 is a model pretrained by transferlab itself: timm's tiny `test_efficientnet` trained from scratch on
-all Fashion-MNIST images of classes 0-4. Targets:
+all Fashion-MNIST training images of classes 0-4. Targets:
   similar    Fashion-MNIST classes 5-9 (sandal, shirt, sneaker, bag, ankle boot: same domain, new classes)
+  same task  Fashion-MNIST classes 0-4 again, from the test file the source never saw: half of its 5,000
+             images to learn from, half to score on (the most similar a target can be)
   dissimilar scikit-learn's handwritten digits (8x8, upsampled), a different domain entirely
   small      10 labelled images per class; large: 500 (similar) or every training digit (~135, dissimilar)
 Source 2 is the ImageNet-pretrained EfficientNet-Lite0 on Fashion-MNIST (all ten classes), 10 and 500 per class.
@@ -65,6 +67,13 @@ def fashion(classes: range) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nda
         keep = np.isin(part.labels, list(classes))
         out.append((part.arrays[keep], part.labels[keep] - classes.start))
     return out[0], out[1]
+
+
+def same_task() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Source 1's own classes on images it never saw: the test file's, split in half, stratified."""
+    images, labels = fashion(range(0, 5))[1]
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.5, stratify=labels, random_state=0)
+    return (x_train, y_train), (x_test, y_test)
 
 
 def digits() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -174,9 +183,11 @@ def main() -> None:
     source = str(pretrain_source(work / "source", args.source_epochs))
     similar_train, similar_test = fashion(range(5, 10))
     digits_train, digits_test = digits()
+    same_train, same_test = same_task()
     cells = [
         Cell("similar small (FMNIST 5-9, 10/cl)", source, similar_train, similar_test, 10, TINY_SIZE, seeds),
         Cell("similar large (FMNIST 5-9, 500/cl)", source, similar_train, similar_test, 500, TINY_SIZE, seeds),
+        Cell("same task large (FMNIST 0-4, 500/cl)", source, same_train, same_test, 500, TINY_SIZE, seeds),
         Cell("dissimilar small (digits, 10/cl)", source, digits_train, digits_test, 10, TINY_SIZE, seeds),
         Cell("dissimilar large (digits, all)", source, digits_train, digits_test, 1000, TINY_SIZE, seeds),
     ]
