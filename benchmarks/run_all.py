@@ -11,6 +11,7 @@ from pathlib import Path
 BENCHMARKS = [
     "throughput.py",
     "inference_speed.py",
+    "train_step_speed.py",
     "frozen_speed.py",
     "accuracy.py",
     "time_to_accuracy.py",

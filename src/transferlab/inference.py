@@ -55,18 +55,18 @@ def without_batchnorm(module: M, method: str, *example: object) -> M:
         return getattr(each, method)(*example)
 
     with torch.no_grad(), evaluating(module):
-        pairs = _convolution_batchnorm_pairs(folded, run)
+        pairs = convolution_batchnorm_pairs(folded, run)
         for parent, name, convolution, norm in pairs:
             _fold(convolution, norm)
             # timm's BatchNormAct2d applies its dropout and activation after normalising; they stay.
             rest = [part for part in (getattr(norm, "drop", None), getattr(norm, "act", None)) if part is not None]
             setattr(parent, name, nn.Sequential(*rest))
-        if pairs and not _same(run(module), run(folded)):
+        if pairs and not same_outputs(run(module), run(folded)):
             return module
     return folded
 
 
-def _convolution_batchnorm_pairs(
+def convolution_batchnorm_pairs(
     module: nn.Module, run: Callable[[nn.Module], object]
 ) -> list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]]:
     """(parent, attribute, convolution, BatchNorm) for each BatchNorm that ran once, on the output of a
@@ -114,25 +114,32 @@ def _foldable(layer: nn.Module) -> TypeGuard[nn.BatchNorm2d]:
     return plain and isinstance(layer, nn.BatchNorm2d) and layer.running_mean is not None
 
 
-def _fold(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+def folded_parameters(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the one convolution that computes `norm(convolution(x))` with `norm`'s running
+    statistics: w·γ/σ and (b − μ)·γ/σ + β. Differentiable in w, b, γ and β (train/frozen_norm.py trains through it)."""
     assert norm.running_mean is not None and norm.running_var is not None
     scale = torch.rsqrt(norm.running_var + norm.eps)
     shift = -norm.running_mean * scale
     if norm.affine:
         scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
-    bias = convolution.bias if convolution.bias is not None else torch.zeros_like(scale)
-    convolution.weight.copy_(convolution.weight * scale.reshape(-1, 1, 1, 1))
-    convolution.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+    bias = shift if convolution.bias is None else convolution.bias * scale + shift
+    return convolution.weight * scale.reshape(-1, 1, 1, 1), bias
 
 
-def _same(a: object, b: object) -> bool:
+def _fold(convolution: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    weight, bias = folded_parameters(convolution, norm)
+    convolution.weight.copy_(weight)
+    convolution.bias = nn.Parameter(bias, requires_grad=False)
+
+
+def same_outputs(a: object, b: object) -> bool:
     """Whether two outputs (tensors, or dataclasses, dicts and sequences of them) agree to float32 rounding."""
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
     if is_dataclass(a):
-        return _same(vars(a), vars(b))
+        return same_outputs(vars(a), vars(b))
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_outputs(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_outputs, a, b))
     return a == b

@@ -23,6 +23,7 @@ from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
+from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
 from transferlab.train.mixing import mix_batch
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.precision import Precision
@@ -168,9 +169,15 @@ class _Step(nn.Module):
         super().__init__()
         self.model = model
         self.objective = objective
+        self.frozen_norms: Pairs | None = None  # read off the first batch (train/frozen_norm.py)
 
     def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.objective(self.model.outputs_from(batch.x, batch.start, batch.domain), batch, progress)
+        if self.frozen_norms is None:
+            x, start, domain = batch.x[:1], batch.start, batch.domain
+            self.frozen_norms = foldable_pairs(self.model, lambda: self.model.outputs_from(x, start, domain))
+        with folded(self.frozen_norms):
+            outputs = self.model.outputs_from(batch.x, batch.start, batch.domain)
+        return self.objective(outputs, batch, progress)
 
 
 class Trainer:

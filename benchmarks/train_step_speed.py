@@ -1,0 +1,73 @@
+"""Training speed: a `full` fine-tuning step with the pretrained BatchNorm statistics folded into the convolutions
+(train/frozen_norm.py, what the loop does) against the same step with each BatchNorm a layer of its own, side by
+side in one process.
+
+tf_efficientnet_lite0 with its ImageNet weights and a 10-class head, `full`'s modes (every BatchNorm keeps its
+statistics), channels-last, AdamW, label-smoothed cross-entropy, batches of --batch random images at --size px;
+best of --rounds, the two interleaved, each round --steps steps after one warm-up step.
+
+    python benchmarks/train_step_speed.py [--size 96] [--batch 32] [--steps 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from transferlab.backbones import create_backbone
+from transferlab.data.transforms import Normalizer
+from transferlab.model import TransferModel
+from transferlab.strategies import parse_strategy
+from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    backbone = create_backbone("tf_efficientnet_lite0", pretrained=True)
+    model = TransferModel(backbone, 10).to(memory_format=torch.channels_last)
+    strategy = parse_strategy("full")
+    strategy.freeze(model)
+    strategy.set_train_mode(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    normalizer = Normalizer(backbone.preprocessing, channels_last=True)
+    x = normalizer(torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8))
+    y = torch.randint(0, 10, (args.batch,))
+    pairs = foldable_pairs(model, lambda: model.outputs_from(x[:1], 0))
+
+    def step(fold: Pairs) -> None:
+        with folded(fold):
+            logits = model.outputs_from(x, 0).logits["label"]
+        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    best = {"a layer of its own": float("inf"), "folded": float("inf")}
+    for _ in range(args.rounds):
+        for name, fold in (("a layer of its own", []), ("folded", pairs)):
+            step(fold)
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step(fold)
+            best[name] = min(best[name], (time.perf_counter() - started) / args.steps)
+    norms = sum(isinstance(each, torch.nn.BatchNorm2d) for each in model.modules())
+    print(
+        f"\ntf_efficientnet_lite0, `full`, batches of {args.batch} at {args.size} px, {torch.get_num_threads()} "
+        f"threads, best of {args.rounds} rounds of {args.steps} steps; {len(pairs)} of {norms} BatchNorms folded"
+    )
+    print(f"{'BatchNorm':<20} {'ms/step':>8} {'images/s':>9} {'speed-up':>9}")
+    plain = best["a layer of its own"]
+    for name, seconds in best.items():
+        print(f"{name:<20} {1000 * seconds:>8.0f} {args.batch / seconds:>9.1f} {plain / seconds:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
