@@ -46,6 +46,15 @@ def test_save_load_predict_gives_identical_probabilities(fitted, digits, tmp_pat
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_a_loaded_model_predicts_in_the_precision_it_is_asked_for(fitted, digits, tmp_path) -> None:
+    images = digits[0][:20]
+    fitted.save(tmp_path / "saved")
+    exact = transferlab.load(tmp_path / "saved", inference_precision="32").predict_proba(images)
+    fast = transferlab.load(tmp_path / "saved", inference_precision="bf16").predict_proba(images)
+    assert exact.dtype == fast.dtype == np.float32
+    assert not np.array_equal(exact, fast) and np.abs(exact - fast).max() < 0.05
+
+
 def test_predict_paths_reports_a_corrupt_file_and_goes_on(fitted, digits, tmp_path) -> None:
     for i in range(3):
         Image.fromarray(digits[0][i]).save(tmp_path / f"good{i}.png")

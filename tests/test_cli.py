@@ -96,6 +96,8 @@ def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path)
     assert sum("top" in r for r in rows) == len(list((folder / "test" / "1").iterdir()))
     assert [r["path"] for r in rows if "error" in r] == [str(tmp_path / "bad.jpg")]
     assert all(list(r) == ["path", "top"] for r in rows if "top" in r)
+    exact = _run("predict", str(run), str(folder / "test" / "1"), "--top-k", "2", "--inference-precision", "32")
+    assert exact.returncode == 0 and len(exact.stdout.splitlines()) == len(list((folder / "test" / "1").iterdir()))
 
 
 class SignalAt(Callback):

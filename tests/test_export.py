@@ -50,7 +50,7 @@ def test_onnx_export_matches_pytorch_and_carries_its_preprocessing_and_classes(r
     assert info["outputs"] == {"label": ["0", "1", "2"]} and info["opset"] == 18
     assert (info["input"]["size"], info["input"]["dtype"], info["input"]["layout"]) == (32, "uint8", "NCHW")
     assert info["test_time_flip"] == {"used": True, "in_graph": True}
-    clf = transferlab.load(run_dir)
+    clf = transferlab.load(run_dir, inference_precision="32")  # the .onnx file runs in float32
     assert info["normalisation"]["mean"] == list(clf.model_.backbone.preprocessing.mean)
     assert {opset.version for opset in graph.opset_import if opset.domain in ("", "ai.onnx")} == {18}
     # any batch size, and the probabilities of the fitted model on real images it never trained on
@@ -78,7 +78,7 @@ def test_predict_runs_an_onnx_file_without_torch_and_agrees_with_the_run_dir(run
     assert done.returncode == 1  # the broken file
     assert done.stderr.strip().splitlines()[-1] == "no torch"
     exported = [json.loads(line) for line in done.stdout.splitlines()]
-    direct = list(transferlab.load(run_dir).predict_paths([test], top_k=2))
+    direct = list(transferlab.load(run_dir, inference_precision="32").predict_paths([test], top_k=2))
     assert [row["path"] for row in exported] == [row["path"] for row in direct]
     assert exported[-1] == {"path": str(test / "broken.png"), "error": "truncated image"}
     for ours, theirs in zip(exported[:-1], direct[:-1], strict=True):
@@ -99,7 +99,8 @@ def test_torchscript_export_matches_pytorch(run_dir, capsys) -> None:
     images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32))) for p in _test_images(run_dir)])
     with torch.inference_mode():
         (probs,) = scripted(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
-    assert np.abs(probs.numpy() - transferlab.load(run_dir).predict_proba(images)).max() <= TOLERANCE
+    expected = transferlab.load(run_dir, inference_precision="32").predict_proba(images)
+    assert np.abs(probs.numpy() - expected).max() <= TOLERANCE
 
 
 def test_a_multi_domain_model_exports_every_head_and_predicting_needs_the_domain(

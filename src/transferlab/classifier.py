@@ -181,7 +181,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _probabilities(self, images: torch.Tensor, domain: str | None) -> dict[str, torch.Tensor]:
         normalizer = Normalizer(self.model_.backbone.preprocessing)
-        return probabilities(self.model_, images, normalizer, device=self.device_, domain=domain)
+        precision = self.fit_config().inference_precision
+        return probabilities(self.model_, images, normalizer, device=self.device_, domain=domain, precision=precision)
 
     def predict_proba(self, images: ImagesLike, task: str | None = None, domain: str | None = None) -> np.ndarray:
         """Class probabilities [N, C] of `task` (default: the first) or, for a multi-domain model, of `domain`'s
@@ -271,10 +272,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return Path(directory)
 
 
-def load(directory: str | Path, device: str = "auto") -> TransferClassifier:
-    """A fitted TransferClassifier from a run dir (or any folder written by `save`)."""
+def load(directory: str | Path, device: str = "auto", inference_precision: str = "auto") -> TransferClassifier:
+    """A fitted TransferClassifier from a run dir (or any folder written by `save`), predicting in
+    `inference_precision` (FitConfig's)."""
     model, meta = load_model(Path(directory))
-    clf = TransferClassifier(backbone=meta["backbone"], strategy=meta["strategy"], device=device)
+    settings = {"inference_precision": inference_precision} if inference_precision != "auto" else None
+    clf = TransferClassifier(backbone=meta["backbone"], strategy=meta["strategy"], device=device, config=settings)
     clf._set_fitted(model, meta["classes"], meta["image_size"], Path(directory), meta.get("label_values"))
     return clf
 

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-from transferlab.config import ADAPTATIONS, SOURCE_WEIGHTINGS, VALIDATIONS, FitConfig
+from transferlab.config import ADAPTATIONS, INFERENCE_PRECISIONS, SOURCE_WEIGHTINGS, VALIDATIONS, FitConfig
 from transferlab.errors import Interrupted, TransferlabError
 
 
@@ -137,7 +137,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from transferlab.classifier import load
     from transferlab.evaluate import format_scores
 
-    scores = load(args.run_dir).evaluate(args.source, split=args.split, domain=args.domain)
+    scores = load(args.run_dir, inference_precision=args.inference_precision).evaluate(
+        args.source, split=args.split, domain=args.domain
+    )
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
@@ -155,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         from transferlab.classifier import load
 
-        rows = load(args.run_dir).predict_paths(args.paths, **options)
+        rows = load(args.run_dir, inference_precision=args.inference_precision).predict_paths(args.paths, **options)
     failures = 0
     for row in rows:
         failures += "error" in row
@@ -298,6 +300,16 @@ def _add_pretrained_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _inference_precision_flag(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """The arithmetic of `evaluate` and `predict` (FitConfig.inference_precision)."""
+    parser.add_argument(
+        "--inference-precision",
+        choices=INFERENCE_PRECISIONS,
+        default="auto",
+        help="auto: bfloat16 where the CPU or GPU computes it in hardware, else float32" + note,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from transferlab.demo import run_demo
 
@@ -354,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["auto", "train", "val", "test", "all"], default="auto")
     p.add_argument("--domain", help="a multi-domain model: the source's domain (default: the one its classes fit)")
     p.add_argument("--json", action="store_true")
+    _inference_precision_flag(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict image files or folders, one JSON line each")
@@ -362,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--task", help="a multi-task model: this task only (default: every task)")
     p.add_argument("--domain", help="a multi-domain model: the images' domain (required there)")
+    _inference_precision_flag(p, "; not for an .onnx file, which runs in float32")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("runs", help="the finished run dirs under a folder, one line each")

@@ -25,6 +25,7 @@ SHARINGS = ("hard", "soft")
 ADAPTATIONS = ("auto", "none", "adabn", "coral", "dann")  # see adaptation/methods.py
 SOURCE_WEIGHTINGS = ("none", "importance", "classes")
 PRECISIONS = ("auto", "32", "bf16", "16")  # see train/precision.py
+INFERENCE_PRECISIONS = ("auto", "32", "bf16")  # the same, for the passes that only report
 VALIDATIONS = ("source", "dev")  # which loss keeps the checkpoint of an adapted run (see adaptation/monitor.py)
 KEEP_BY = ("loss", "tempered_loss")  # the validation loss that keeps the checkpoint (see train/loop.validate)
 
@@ -43,7 +44,10 @@ class FitConfig:
     data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
     keeps biases and normalisation weights out of weight decay, as timm's optimizer factory does.
     `precision`: the training step's arithmetic: `auto` is bfloat16 autocast on a GPU (float16 with a loss
-    scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off. `refit`: once
+    scaler on a GPU without bfloat16) and float32 on a CPU; `32` turns mixed precision off.
+    `inference_precision`: the arithmetic of scoring the test split (and of `predict` on the saved model):
+    `auto` is bfloat16 where the device computes it in hardware (a CPU with AVX-512 BF16 or AMX, a GPU), else
+    float32; `32` is float32 everywhere (train/precision.py). `refit`: once
     validation has chosen the epoch, train the same recipe again from the start, on the training and
     validation images together, up to that epoch, and keep that model (fitting.refit_run). `keep_by`: the
     validation loss that keeps the checkpoint and stops early: `loss`, or `tempered_loss`, the same once the
@@ -109,12 +113,12 @@ class FitConfig:
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"
+    inference_precision: str = "auto"
     report: bool = True  # write report.html at the end
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if isinstance(self.precision, int) and not isinstance(self.precision, bool):  # `precision: 32` in YAML
-            object.__setattr__(self, "precision", str(self.precision))
+        self._precisions_as_text()
         self._check_types()
         check_strategy_name(self.strategy)
         self._check_choice("optimizer", OPTIMIZERS)
@@ -123,6 +127,7 @@ class FitConfig:
         self._check_mix()
         self._check_refit()
         self._check_choice("precision", PRECISIONS)
+        self._check_choice("inference_precision", INFERENCE_PRECISIONS)
         self._check_choice("keep_by", KEEP_BY)
         self._check_heads()
         self._check_adaptation()
@@ -142,6 +147,13 @@ class FitConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.cached_views is not None and self.cached_views < 0:
             raise ConfigError(f"cached_views must be 0 or more, got {self.cached_views}")
+
+    def _precisions_as_text(self) -> None:
+        """`precision: 32` in YAML is read as a number; the setting is the text "32"."""
+        for name in ("precision", "inference_precision"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, str(value))
 
     def _check_types(self) -> None:
         """Each setting has its declared type, so that `seed: "1"` in a YAML file fails here, in one line, not

@@ -12,6 +12,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from transferlab.data.transforms import Normalizer
 from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.model import TransferModel
+from transferlab.train.precision import inference_dtype
 
 
 @torch.no_grad()
@@ -22,24 +23,28 @@ def probabilities(
     batch_size: int = INFERENCE_BATCH,
     device: str = "cpu",
     domain: str | None = None,
+    precision: str = "32",
 ) -> dict[str, torch.Tensor]:
-    """Softmax class probabilities {head: [N, C]} for decoded uint8 images [N, 3, S, S], every head from one
-    pass (a multi-domain model: `domain`'s head), averaged with the mirror images' when the model predicts
-    with `test_time_flip`."""
+    """Softmax class probabilities {head: [N, C]} (float32) for decoded uint8 images [N, 3, S, S], every head
+    from one pass (a multi-domain model: `domain`'s head), averaged with the mirror images' when the model
+    predicts with `test_time_flip`. `precision`: an `inference_precision` (train/precision.py)."""
     names = [domain] if domain is not None else model.head_names
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     # Folding costs about half a batch's pass (inference.without_batchnorm): one batch alone runs as it is.
     fast: TransferModel | None = None if len(images) > batch_size else model
+    dtype = inference_dtype(precision, device)
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)
             fast = fast or without_batchnorm(model, "outputs_from", x[:1], 0, domain)
             views = [x, x.flip(-1)] if model.test_time_flip else [x]
-            logits = [fast.outputs_from(view, 0, domain).logits for view in views]
+            # The fold above is checked in float32; only the passes themselves run in `dtype`.
+            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+                logits = [fast.outputs_from(view, 0, domain).logits for view in views]
             for name in names:
-                probs = logits[0][name].softmax(dim=1)
+                probs = logits[0][name].float().softmax(dim=1)
                 if model.test_time_flip:
-                    probs = (probs + logits[1][name].softmax(dim=1)) / 2
+                    probs = (probs + logits[1][name].float().softmax(dim=1)) / 2
                 chunks[name].append(probs.cpu())
     return {
         name: torch.cat(parts) if parts else torch.empty(0, model.num_classes_of(name))

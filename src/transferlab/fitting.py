@@ -58,7 +58,7 @@ from transferlab.train.callbacks import (
 from transferlab.train.inputs import make_fit_batches, make_paired_batches
 from transferlab.train.loop import Callback, Trainer
 from transferlab.train.objectives import CrossEntropy, MultiTask, Objective, SoftSharing, Total
-from transferlab.train.precision import resolve_precision
+from transferlab.train.precision import inference_dtype, resolve_precision
 from transferlab.train.state import TrainState
 from transferlab.train.warmup import warm_start_head
 
@@ -550,6 +550,8 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
     mean = " (mean over heads)" if "tasks" in scores else ""
+    if inference_dtype(run.config.inference_precision, run.device) is not None:
+        mean += "; scored in bfloat16 (--inference-precision 32: float32)"
     if "source" in scores:
         source = scores["source"]
         run.echo(f"source {source['split']}: accuracy {source['accuracy']:.4f}, macro-F1 {source['macro_f1']:.4f}")

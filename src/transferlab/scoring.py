@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # fitting builds the Run and calls this module to score it
 def _score_split(run: Run, test: DecodedSplit, domain: str | None) -> dict[str, dict[str, Any]]:
     """{head: scores} of the run's model on `test`, each head on the images labelled for it."""
     normalizer = Normalizer(run.model.backbone.preprocessing, run.config.channels_last)
-    probs = probabilities(run.model, test.images, normalizer, device=run.device, domain=domain)
+    precision = run.config.inference_precision
+    probs = probabilities(run.model, test.images, normalizer, device=run.device, domain=domain, precision=precision)
     labels = test.labels.view(len(test.labels), -1)  # a column per head that ran, in its order
     scores = {}
     for column, (head, head_probs) in enumerate(probs.items()):

@@ -11,12 +11,15 @@ from tests.conftest import TINY
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
+from transferlab.data.transforms import Normalizer
+from transferlab.errors import ConfigError
+from transferlab.evaluate import probabilities
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.inputs import make_batches
 from transferlab.train.loop import Trainer
 from transferlab.train.objectives import CrossEntropy
-from transferlab.train.precision import Precision, resolve_precision
+from transferlab.train.precision import Precision, inference_dtype, resolve_precision
 
 
 class Spy(CrossEntropy):
@@ -87,3 +90,28 @@ def test_a_resumed_float16_run_goes_on_at_the_loss_scale_it_had_found(digits, tm
     assert resumed.precision.scaler is not None
     assert resumed.precision.scaler.state_dict() == first.precision.scaler.state_dict()
     assert resumed.precision.scaler.get_scale() == 48.0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_reporting_passes_run_in_bfloat16_only_where_the_hardware_computes_it(native, monkeypatch) -> None:
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    assert inference_dtype("auto", "cpu") == (torch.bfloat16 if native else None)
+    assert inference_dtype("32", "cpu") is None and inference_dtype("bf16", "cpu") is torch.bfloat16
+    assert inference_dtype("auto", "mps") is None  # no probe of it: float32
+    assert FitConfig(inference_precision=32).inference_precision == "32"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="inference_precision"):
+        FitConfig(inference_precision="16")  # float16 without a loss scale is a training matter; not offered
+
+
+def test_bfloat16_scoring_gives_float32_probabilities_close_to_float32_s(digits) -> None:
+    torch.manual_seed(0)
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3, test_time_flip=True)
+    images = prepare(load_source(digits, per_class=30), 32).splits["train"].images
+    normalizer = Normalizer(model.backbone.preprocessing)
+    exact = probabilities(model, images, normalizer, precision="32")["label"]
+    fast = probabilities(model, images, normalizer, precision="bf16")["label"]
+    assert fast.dtype == torch.float32 and torch.allclose(fast.sum(1), torch.ones(len(images)))
+    assert not torch.equal(fast, exact)  # it did run in bfloat16
+    assert (fast - exact).abs().max() < 0.05
+    assert (fast.argmax(1) == exact.argmax(1)).float().mean() >= 0.9
