@@ -19,7 +19,7 @@ from tests.conftest import TINY, InterruptAt, image_folder
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data.transforms import PRESETS, Normalizer
-from transferlab.distributed import join
+from transferlab.distributed import join, leave
 from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import TransferModel
@@ -116,6 +116,7 @@ def _on_rank(rank: int, port: int, out: str, work: str) -> None:
     world = join("cpu")
     tensors = {"cache": _cache(world)} if work == "cache" else _trained(world).state_dict()
     save_file({name: value.contiguous() for name, value in tensors.items()}, f"{out}/rank{rank}.safetensors")
+    leave()  # as `transferlab` does after its command: exiting inside the group once aborted a rank here
 
 
 def _spawn_two(out: Path, work: str) -> list[dict[str, torch.Tensor]]:

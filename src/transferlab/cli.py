@@ -444,7 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        code = run(args)
+        if "torch.distributed" in sys.modules:  # a command that trained may have joined torchrun's ranks
+            from transferlab.distributed import leave
+
+            leave()
+        return code
     except TransferlabError as error:
         print(f"transferlab {args.command}: error: {error}", file=sys.stderr)
         return 130 if isinstance(error, Interrupted) else 2

@@ -85,6 +85,15 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def leave() -> None:
+    """Leave the process group, once every rank has come here; nothing when this process never joined one.
+    A process that exits still in the group leaves its teardown to the interpreter's exit, where gloo's
+    threads can outlive it and abort the process ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def join(device: str) -> World:
     """This process's World: the one process, unless torchrun started several; then it joins their process
     group (once) and, on GPUs, takes the GPU of its local rank."""
