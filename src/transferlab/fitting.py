@@ -549,13 +549,13 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
         scores = evaluate_run(run)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
-    mean = " (mean over heads)" if "tasks" in scores else ""
+    notes = " (mean over heads)" if "tasks" in scores else ""
     if inference_dtype(run.config.inference_precision, run.device) is not None:
-        mean += "; scored in bfloat16 (--inference-precision 32: float32)"
+        notes += "; scored in bfloat16 (--inference-precision 32: float32)"
     if "source" in scores:
         source = scores["source"]
         run.echo(f"source {source['split']}: accuracy {source['accuracy']:.4f}, macro-F1 {source['macro_f1']:.4f}")
-    run.echo(f"{scores['split']}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{mean}")
+    run.echo(f"{scores['split']}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{notes}")
     if scores.get("target", "") is None:
         run.echo("target accuracy unknown: the target has no labelled test split")
     summary = {

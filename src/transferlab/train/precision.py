@@ -14,10 +14,9 @@ Weights, optimizer state and the saved model stay float32 throughout; only activ
 Passes that only report (scoring the test split, `predict`, `evaluate`) have their own setting,
 `inference_precision`: `auto` is bfloat16 where the device runs it natively (a CUDA GPU that has it; a CPU with
 AVX-512 BF16 or AMX), as OpenVINO's CPU plugin does by default, and float32 elsewhere; `32` and `bf16` force one.
-On this project's CPU (AVX-512 BF16) scoring 10,000 Fashion-MNIST images with the test-time flip took 27.3 s in
-bfloat16 against 45.5 s in float32, at 86.49% against 86.47% accuracy, with 38 of the 10,000 predicted classes
-different (benchmarks/inference_speed.py). Training there stays float32: a bfloat16 step took 375 ms against
-248 ms. Passes that decide (validation, the advisor's probes, the feature caches) stay float32 everywhere.
+On this project's CPU it scores 1.46x faster at the same accuracy within 0.04 points, and a bfloat16 training
+step is slower than float32's, so training there stays float32 (benchmarks/README.md, "In bfloat16"). Passes
+that decide (validation, the advisor's probes, the feature caches) stay float32 everywhere.
 """
 
 from __future__ import annotations
