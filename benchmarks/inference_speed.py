@@ -1,6 +1,6 @@
-"""Scoring speed: transferlab's inference path (its BatchNorms folded into the convolutions, inference.py), in
-float32 and in bfloat16 autocast (`inference_precision`), against the same model run as it trains, in eval mode,
-side by side in one process.
+"""Scoring speed: transferlab's inference path (its BatchNorms folded into the convolutions, and TensorFlow's
+padding computed inside them: inference.without_batchnorm), in float32 and in bfloat16 autocast
+(`inference_precision`), against the same model run as it trains, in eval mode, side by side in one process.
 
 tf_efficientnet_lite0 with its ImageNet weights and a 10-class head, decoded uint8 images, the test-time flip
 on (two passes per image, as `fit` scores its test split), batches of INFERENCE_BATCH; best of --rounds,
@@ -72,7 +72,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; largest probability difference folded {difference:.1e}, "
         f"bfloat16 {bf16:.1e} ({changed} predicted classes changed; the head is untrained, so near-ties abound)"
     )
-    print(f"{'BatchNorm':<12} {'seconds':>8} {'images/s':>9} {'speed-up':>9}")
+    print(f"{'pass':<12} {'seconds':>8} {'images/s':>9} {'speed-up':>9}")
     for name, seconds in best.items():
         print(f"{name:<12} {seconds:>8.2f} {args.images / seconds:>9.0f} {best['unfolded'] / seconds:>8.2f}x")
     if args.run:

@@ -1,8 +1,12 @@
-"""BatchNorm folded into the convolutions it follows: the same function, a copy, and never a wrong fold."""
+"""BatchNorm folded into the convolutions it follows, and TensorFlow's padding computed inside the convolution:
+the same function, a copy, and never a wrong fold."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
 from torch import nn
 
 from tests.conftest import TINY
@@ -80,3 +84,32 @@ def test_batchnorms_kept_per_domain_are_left_alone() -> None:
         for domain in ("a", "b"):
             expected = model.outputs_from(x, 0, domain).logits[domain]
             assert torch.allclose(folded.outputs_from(x, 0, domain).logits[domain], expected, rtol=1e-4, atol=1e-5)
+
+
+def _padded_by_a_copy(*_: object, **__: object) -> None:
+    pytest.fail("F.pad ran")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 30), (7, 8)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_tensorflow_padding_is_computed_inside_the_convolution_with_the_same_outputs(
+    size: tuple[int, int], memory_format: torch.memory_format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lite0's stride-2 layers (kernels 3 and 5, one depthwise) pad unevenly as TensorFlow does; the copy pads
+    inside the convolution, and no padded copy of an activation is made."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        Conv2dSame(3, 8, 3, stride=2),
+        Conv2dSame(8, 8, 5, stride=2, groups=8),
+        Conv2dSame(8, 4, 3, stride=1, dilation=2),
+        nn.BatchNorm2d(4),
+    ).eval()
+    x = torch.randn(2, 3, *size).to(memory_format=memory_format)
+    fast = without_batchnorm(model, "forward", x[:1])
+    monkeypatch.setattr(F, "pad", _padded_by_a_copy)
+    with torch.no_grad():
+        got = fast(x)
+        monkeypatch.undo()
+        expected = model(x)
+    assert got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert all(type(each) is Conv2dSame for each in model.modules() if isinstance(each, Conv2dSame))

@@ -1,8 +1,10 @@
 """Running a network without training it: in eval mode, each submodule's mode given back after, in batches of
-INFERENCE_BATCH, and with its BatchNorms folded into the convolutions they follow."""
+INFERENCE_BATCH, with its BatchNorms folded into the convolutions they follow and TensorFlow's padding computed
+inside the convolution."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
@@ -10,6 +12,9 @@ from dataclasses import is_dataclass
 from typing import TypeGuard, TypeVar
 
 import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from timm.layers.padding import get_same_padding
 from torch import nn
 
 from transferlab.domain_norm import DomainNorm
@@ -45,7 +50,8 @@ def without_batchnorm(module: M, method: str, *example: object) -> M:
     convolution's output is read off that pass, not guessed from the order the layers were declared in, and
     the copy's outputs are checked against the original's on it (a mismatch gives back `module` itself).
     BatchNorms kept per domain (DomainNorm) are left alone: one convolution feeds several of them. Folding
-    Lite0 took about 100 ms, half a batch's pass: worth it from a few batches on.
+    Lite0 took about 100 ms, half a batch's pass: worth it from a few batches on. The copy's TensorFlow-padded
+    convolutions pad inside the convolution (`_PaddedInside`).
     """
     if not any(isinstance(each, nn.BatchNorm2d) for each in module.modules()):
         return module  # nothing to fold (a vision transformer, say): no copy
@@ -61,9 +67,37 @@ def without_batchnorm(module: M, method: str, *example: object) -> M:
             # timm's BatchNormAct2d applies its dropout and activation after normalising; they stay.
             rest = [part for part in (getattr(norm, "drop", None), getattr(norm, "act", None)) if part is not None]
             setattr(parent, name, nn.Sequential(*rest))
-        if pairs and not same_outputs(run(module), run(folded)):
+        padded = [each for each in folded.modules() if type(each) is Conv2dSame]
+        for convolution in padded:
+            convolution.__class__ = _PaddedInside
+        if (pairs or padded) and not same_outputs(run(module), run(folded)):
             return module
     return folded
+
+
+class _PaddedInside(Conv2dSame):
+    """timm's Conv2dSame, padded inside the convolution instead of by a copy of its input.
+
+    TensorFlow's "same" padding is uneven at stride 2 (on an even size, a row below and none above, at kernel
+    3), and a torch convolution pads evenly, so timm first copies the input into a padded tensor (F.pad).
+    Here the convolution pads evenly, by the larger side rounded up onto TensorFlow's grid of window starts,
+    and the outputs of the windows that start before TensorFlow's first are sliced off: the same sums, and
+    Lite0's float32 passes 1.5x as fast. Not in training, where the slice's backward costs more than the copy
+    (benchmarks/README.md, "TensorFlow's padding inside the convolution").
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding, keep = [], []
+        sides = zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True)
+        for size, kernel, stride, dilation in sides:
+            total = get_same_padding(size, kernel, stride, dilation)
+            before = total // 2
+            even = before + stride * math.ceil((total - 2 * before) / stride)  # >= the side after, on the grid
+            first = (even - before) // stride
+            padding.append(even)
+            keep.append(slice(first, first + math.ceil(size / stride)))
+        y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return y[..., keep[0], keep[1]]
 
 
 def convolution_batchnorm_pairs(
