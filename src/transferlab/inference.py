@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import is_dataclass
-from typing import TypeGuard, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -48,29 +48,32 @@ def without_batchnorm(module: M, method: str, *example: object) -> M:
 
     `module.<method>(*example)` is a pass on a small example (one image): which BatchNorm reads which
     convolution's output is read off that pass, not guessed from the order the layers were declared in, and
-    the copy's outputs are checked against the original's on it (a mismatch gives back `module` itself).
-    BatchNorms kept per domain (DomainNorm) are left alone: one convolution feeds several of them. Folding
-    Lite0 took about 100 ms, half a batch's pass: worth it from a few batches on. The copy's TensorFlow-padded
-    convolutions pad inside the convolution (`_PaddedInside`).
+    the copy's outputs are checked against the original's on it (a mismatch gives back `module` itself, as
+    does a pass in which no BatchNorm runs). BatchNorms kept per domain (DomainNorm) are left alone: one
+    convolution feeds several of them. Folding Lite0 took about 100 ms, half a batch's pass: worth it from a
+    few batches on. The copy's TensorFlow-padded convolutions pad inside the convolution (`_PaddedInside`).
     """
     if not any(isinstance(each, nn.BatchNorm2d) for each in module.modules()):
         return module  # nothing to fold (a vision transformer, say): no copy
-    folded = deepcopy(module).eval()
 
     def run(each: nn.Module) -> object:
         return getattr(each, method)(*example)
 
     with torch.no_grad(), evaluating(module):
-        pairs = convolution_batchnorm_pairs(folded, run)
+        pairs = convolution_batchnorm_pairs(module, run)
+        if not pairs:  # no BatchNorm runs (only the heads after a cached prefix, say): the copy would cost more
+            return module
+        copies: dict[int, Any] = {}
+        folded = deepcopy(module, copies).eval()
         for parent, name, convolution, norm in pairs:
-            _fold(convolution, norm)
+            _fold(copies[id(convolution)], copies[id(norm)])
             # timm's BatchNormAct2d applies its dropout and activation after normalising; they stay.
             rest = [part for part in (getattr(norm, "drop", None), getattr(norm, "act", None)) if part is not None]
-            setattr(parent, name, nn.Sequential(*rest))
-        padded = [each for each in folded.modules() if type(each) is Conv2dSame]
-        for convolution in padded:
-            convolution.__class__ = _PaddedInside
-        if (pairs or padded) and not same_outputs(run(module), run(folded)):
+            setattr(copies[id(parent)], name, nn.Sequential(*(copies[id(part)] for part in rest)))
+        for layer in folded.modules():
+            if type(layer) is Conv2dSame:
+                layer.__class__ = _PaddedInside
+        if not same_outputs(run(module), run(folded)):
             return module
     return folded
 

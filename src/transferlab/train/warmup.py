@@ -39,5 +39,6 @@ def warm_start_head(
         ema_epochs=0,  # the heads are trained in place, with no checkpoint: an average would go unused
     )
     train, val, _ = make_fit_batches(model, strategy, head_config, data, device)
-    Trainer(model, strategy, head_config, train, val, run_dir, objective=objective).fit()
+    # Validated once, at the end: no callback would read each epoch's (it was 29 passes over the validation set).
+    Trainer(model, strategy, head_config, train, None, run_dir, objective=objective).fit()
     return validate(model, val)["val_accuracy"]
