@@ -113,3 +113,13 @@ def test_tensorflow_padding_is_computed_inside_the_convolution_with_the_same_out
         expected = model(x)
     assert got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert all(type(each) is Conv2dSame for each in model.modules() if isinstance(each, Conv2dSame))
+
+
+def test_a_pass_through_the_heads_alone_runs_the_model_itself_with_no_copy() -> None:
+    """After a cached prefix of every stage only the heads run: there is nothing to fold, and a copy of the
+    whole network per validation pass cost more than the pass."""
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3).eval()
+    stages = model.backbone.num_stages
+    features = model.backbone.forward_features(torch.randn(1, 3, 32, 32))  # what the cache holds
+    assert without_batchnorm(model, "outputs_from", features, stages) is model
+    assert without_batchnorm(model, "outputs_from", torch.randn(1, 3, 32, 32), 0) is not model
