@@ -83,7 +83,8 @@ def score_run(run: Path, source: str) -> None:
     """The run's model on `source`'s test split, in float32 and in bfloat16, one after the other."""
     fitted = load(run)
     model = fitted.model_
-    test = prepare(load_source(source), fitted.image_size_).splits["test"]
+    interpolation = model.backbone.preprocessing.interpolation  # as fit and evaluate resize them
+    test = prepare(load_source(source), fitted.image_size_, interpolation=interpolation).splits["test"]
     normalizer = Normalizer(model.backbone.preprocessing)
     scored = {}
     for precision in ("32", "bf16"):
