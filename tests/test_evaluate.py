@@ -41,8 +41,18 @@ def test_score_on_a_hand_made_case() -> None:
     assert (per_class["c"]["precision"], per_class["c"]["recall"]) == (0.5, 1.0)
     f1 = [2 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 / 1.5]
     assert scores["macro_f1"] == pytest.approx(sum(f1) / 3)
-    # the wrong ones, the least probable true class first: img2 gave its a 0.2, img4 its b 0.3
+    # the wrong ones, the most confident first: img2 predicted b at 0.7, img4 c at 0.6
     assert [(row["image"], row["label"], row["predicted"], row["confidence"]) for row in scores["top_losses"]] == [
         ("img2", "a", "b", pytest.approx(0.7)),
         ("img4", "b", "c", pytest.approx(0.6)),
     ]
+
+
+def test_the_mistakes_are_listed_most_confident_first_not_by_loss() -> None:
+    """img0 gave its true class the least (0.05) but predicted with 0.50; img1 predicted with 0.90: the list and
+    the confidence it prints read in the same order."""
+    probs = torch.tensor([[0.05, 0.50, 0.45], [0.10, 0.90, 0.00], [0.80, 0.15, 0.05]])
+    scores = score(probs, torch.tensor([0, 0, 1]), ["a", "b", "c"], names=["img0", "img1", "img2"])
+    confidences = [row["confidence"] for row in scores["top_losses"]]
+    assert [row["image"] for row in scores["top_losses"]] == ["img1", "img2", "img0"]
+    assert confidences == sorted(confidences, reverse=True)

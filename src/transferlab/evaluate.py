@@ -64,9 +64,9 @@ def score(
     y_pred = probs.argmax(dim=1).numpy()
     every = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
-    true_prob = probs[torch.arange(len(labels)), labels]
+    confidence = probs.max(dim=1).values.numpy()
     wrong = np.flatnonzero(y_pred != y_true)
-    worst = wrong[np.argsort(true_prob.numpy()[wrong])][:top]
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:top]
     return {
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
         "macro_f1": float(f1_score(y_true, y_pred, labels=every, average="macro", zero_division=0)),
