@@ -6,6 +6,10 @@ start, training, scoring all 10,000 test images) to its end; `none` is the defau
 limit covers training alone, so each point's seconds are its limit plus what comes before and after. A
 second series changes one setting beside the limit (--variant), to show where the curve's front lies.
 
+After each process, its kept model scores the test images again with the test-time flip and without it
+(paired: the same model both ways): what the flip adds, and what its second pass costs. Under a time limit
+the default leaves it off (defaults.default_test_time_flip); this is the measurement behind that.
+
 Prints a table and the goals, and draws the curve (docs/time_to_accuracy.png by default).
 
     python benchmarks/time_to_accuracy.py [--limits 25,50,75,none] [--variant "64 px=--image-size 64"]
@@ -37,6 +41,8 @@ class Point:
     accuracy: float
     epochs: int
     training: float  # seconds of training (the last epoch's clock): the rest is start-up, advisor and scoring
+    flip_gain: float  # test accuracy with the test-time flip minus without, the same model
+    flip_seconds: float  # what the flip's second pass adds to scoring the test images
 
 
 def fit_process(flags: list[str], limit: float | None, out: Path, series: str) -> Point:
@@ -47,11 +53,27 @@ def fit_process(flags: list[str], limit: float | None, out: Path, series: str) -
     seconds = time.monotonic() - started
     summary = json.loads((out / "summary.json").read_text())
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").open()]
-    point = Point(series, limit, seconds, summary["accuracy"], len(epochs), epochs[-1]["seconds"])
+    gain, cost = flip_gain(out)
+    point = Point(series, limit, seconds, summary["accuracy"], len(epochs), epochs[-1]["seconds"], gain, cost)
     shown = "none" if limit is None else f"{limit:g} s"
     said = f"{100 * point.accuracy:.1f}% in {seconds:.0f} s ({point.epochs} epochs, {point.training:.0f} s training)"
     print(f"  {series}, limit {shown}: {said}", flush=True)
     return point
+
+
+def flip_gain(out: Path) -> tuple[float, float]:
+    """(accuracy with the test-time flip minus without, the flip's extra seconds) of the run's kept model."""
+    from transferlab.classifier import load
+
+    fitted = load(out)
+    test = fitted.evaluate("fashion-mnist")  # decodes the test images (the first time) and warms up the passes
+    scored = {}
+    for flip in (True, False):
+        fitted.model_.test_time_flip = flip
+        started = time.monotonic()
+        scored[flip] = (fitted.evaluate("fashion-mnist")["accuracy"], time.monotonic() - started)
+    assert test["accuracy"] in (scored[True][0], scored[False][0])  # the same model, scored as fit scored it
+    return scored[True][0] - scored[False][0], scored[True][1] - scored[False][1]
 
 
 def limits(text: str) -> list[float | None]:
@@ -102,12 +124,12 @@ def main() -> None:
         points = [
             fit_process(extra, limit, Path(temp) / f"run-{i}", series) for i, (series, extra, limit) in enumerate(runs)
         ]
-    print("\nseries        limit  seconds  training  other  epochs  test accuracy")
+    print("\nseries        limit  seconds  training  other  epochs  test accuracy  flip: points  seconds")
     for p in points:
         shown = "none" if p.limit is None else f"{p.limit:g}"
         print(
             f"{p.series:<12} {shown:>6} {p.seconds:>8.0f} {p.training:>9.0f} {p.seconds - p.training:>6.0f} "
-            f"{p.epochs:>7}  {100 * p.accuracy:>12.1f}%"
+            f"{p.epochs:>7}  {100 * p.accuracy:>12.1f}%  {100 * p.flip_gain:>+12.2f}  {p.flip_seconds:>7.1f}"
         )
     print()
     for line in goals(points):

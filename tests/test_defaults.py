@@ -25,6 +25,14 @@ def test_resolve_fills_every_automatic_setting(strategy, per_class, augment, vie
     config = resolve(FitConfig(image_size=32), parse_strategy(strategy), per_class, per_class * 10)
     assert (config.augment, config.cached_views, config.backbone_lr_ratio) == (augment, views, ratio)
     assert (config.epochs, config.batch_size, config.patience, config.lr) == (epochs, batch, patience, 1e-3)
+    assert config.test_time_flip is True  # no time limit
+
+
+def test_a_time_limit_turns_the_test_time_flip_off_unless_it_was_asked_for() -> None:
+    full = parse_strategy("full")
+    assert resolve(FitConfig(image_size=32, time_limit=30), full, 100, 1000).test_time_flip is False
+    assert resolve(FitConfig(image_size=32, time_limit=30, test_time_flip=True), full, 100, 1000).test_time_flip
+    assert resolve(FitConfig(image_size=32, test_time_flip=False), full, 100, 1000).test_time_flip is False
 
 
 def test_what_the_user_set_is_kept() -> None:

@@ -55,7 +55,7 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
             )
             continue
         flag = "--" + field.name.replace("_", "-")
-        if field.type in ("bool",):
+        if field.type in ("bool", "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
             continue
         kind = {"int | None": int, "int": int, "float": float, "float | None": float}.get(str(field.type), str)

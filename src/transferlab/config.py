@@ -37,7 +37,8 @@ class FitConfig:
     `lr` is the head's learning rate; trained backbone stages get `lr * backbone_lr_ratio` (discriminative
     rates: pretrained layers need small steps, the new head needs large ones; unset, the strategy's own ratio:
     0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
-    predicts each image as the mean of it and its mirror image. `ema_epochs`: the horizon, in epochs, of the
+    predicts each image as the mean of it and its mirror image; unset, it does so unless a `time_limit` is set
+    (defaults.py). `ema_epochs`: the horizon, in epochs, of the
     moving average of the weights that is validated and saved (0: the raw weights). `mix`: each training
     batch blended with a shuffled copy of itself, `mixup` or `cutmix`, by a share drawn from
     Beta(`mix_alpha`, `mix_alpha`), and its labels with it (train/mixing.py). `None` means "chosen from the
@@ -102,7 +103,7 @@ class FitConfig:
     mix_alpha: float = 1.0
     augment: str = "auto"
     cached_views: int | None = None
-    test_time_flip: bool = True
+    test_time_flip: bool | None = None
     image_size: int | None = None
     patience: int | None = None
     keep_by: str = "loss"

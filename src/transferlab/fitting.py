@@ -195,7 +195,7 @@ def _build_model(
 ) -> TransferModel:
     heads = {name: len(classes) for name, classes in data.heads.items()}
     soft = config.sharing == "soft"
-    flips = config.test_time_flip and PRESETS[config.augment].flip
+    flips = config.test_time_flip is True and PRESETS[config.augment].flip  # resolve() has set it
     # Frozen stages are identical for every head, so they stay shared; each head copies the trained ones.
     trained_from = strategy.frozen_of(backbone.num_stages)
     if trained_from < backbone.num_stages and backbone.pretraining_images is not None:
@@ -552,6 +552,8 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
     notes = " (mean over heads)" if "tasks" in scores else ""
     if inference_dtype(run.config.inference_precision, run.device) is not None:
         notes += "; scored in bfloat16 (--inference-precision 32: float32)"
+    if run.config.time_limit is not None and run.config.test_time_flip is False:
+        notes += "; no test-time flip under --time-limit (--test-time-flip: on)"
     if "source" in scores:
         source = scores["source"]
         run.echo(f"source {source['split']}: accuracy {source['accuracy']:.4f}, macro-F1 {source['macro_f1']:.4f}")
