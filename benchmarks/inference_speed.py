@@ -3,10 +3,11 @@ padding computed inside them: inference.without_batchnorm), in float32 and in bf
 (`inference_precision`), against the same model run as it trains, in eval mode, side by side in one process.
 
 tf_efficientnet_lite0 with its ImageNet weights and a 10-class head, decoded uint8 images, the test-time flip
-on (two passes per image, as `fit` scores its test split), batches of INFERENCE_BATCH; best of --rounds,
-the three interleaved. With `--run`, a fitted run's model is also scored on its source's test split (default:
-Fashion-MNIST's 10,000 test images) in float32 and in bfloat16: accuracy, seconds, and how many predicted
-classes differ, which is what bfloat16 costs (the untrained head above has near-ties everywhere).
+on (two passes per image, as `fit` scores its test split), batches of INFERENCE_BATCH (BFLOAT16_BATCH in
+bfloat16); best of --rounds, the three interleaved. With `--run`, a fitted run's model is also scored on its
+source's test split (default: Fashion-MNIST's 10,000 test images) in float32 and in bfloat16: accuracy,
+seconds, and how many predicted classes differ, which is what bfloat16 costs (the untrained head above has
+near-ties everywhere).
 
     python benchmarks/inference_speed.py [--size 96] [--images 2048] [--rounds 3] [--run RUN_DIR [--source NAME]]
 """
@@ -24,7 +25,7 @@ from transferlab.classifier import load
 from transferlab.data import load_source, prepare
 from transferlab.data.transforms import Normalizer
 from transferlab.evaluate import probabilities
-from transferlab.inference import INFERENCE_BATCH, evaluating
+from transferlab.inference import BFLOAT16_BATCH, INFERENCE_BATCH, evaluating
 from transferlab.model import TransferModel
 
 
@@ -68,7 +69,8 @@ def main() -> None:
     bf16 = (outputs["folded bf16"] - outputs["folded"]).abs().max().item()
     changed = int((outputs["folded bf16"].argmax(1) != outputs["folded"].argmax(1)).sum())
     print(
-        f"\ntf_efficientnet_lite0, {args.size} px, {args.images} images with the flip, batches of {INFERENCE_BATCH}, "
+        f"\ntf_efficientnet_lite0, {args.size} px, {args.images} images with the flip, batches of {INFERENCE_BATCH} "
+        f"(bfloat16: {BFLOAT16_BATCH}), "
         f"{torch.get_num_threads()} threads; largest probability difference folded {difference:.1e}, "
         f"bfloat16 {bf16:.1e} ({changed} predicted classes changed; the head is untrained, so near-ties abound)"
     )

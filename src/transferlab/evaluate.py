@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from transferlab.data.transforms import Normalizer
-from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
+from transferlab.inference import BFLOAT16_BATCH, INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.model import TransferModel
 from transferlab.train.precision import inference_dtype
 
@@ -20,19 +20,21 @@ def probabilities(
     model: TransferModel,
     images: torch.Tensor,
     normalizer: Normalizer,
-    batch_size: int = INFERENCE_BATCH,
+    batch_size: int | None = None,
     device: str = "cpu",
     domain: str | None = None,
     precision: str = "32",
 ) -> dict[str, torch.Tensor]:
     """Softmax class probabilities {head: [N, C]} (float32) for decoded uint8 images [N, 3, S, S], every head
     from one pass (a multi-domain model: `domain`'s head), averaged with the mirror images' when the model
-    predicts with `test_time_flip`. `precision`: an `inference_precision` (train/precision.py)."""
+    predicts with `test_time_flip`. `precision`: an `inference_precision` (train/precision.py); `batch_size`
+    defaults to the faster one for it."""
     names = [domain] if domain is not None else model.head_names
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    dtype = inference_dtype(precision, device)
+    batch_size = batch_size or (INFERENCE_BATCH if dtype is None else BFLOAT16_BATCH)
     # Folding costs about half a batch's pass (inference.without_batchnorm): one batch alone runs as it is.
     fast: TransferModel | None = None if len(images) > batch_size else model
-    dtype = inference_dtype(precision, device)
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             x = normalizer(images[start : start + batch_size], device=device)

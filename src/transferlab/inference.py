@@ -25,6 +25,9 @@ M = TypeVar("M", bound=nn.Module)
 # at 128 px in channels-last ran at 5.0 ms per image in batches of 32 and 6.0 ms in batches of 64: a smaller
 # batch's activations stay in the CPU cache.
 INFERENCE_BATCH = 32
+# In bfloat16 (the reporting passes, evaluate.probabilities), batches of 64 ran 1.17x as fast as 32, and 96
+# slower again (Lite0 at 96 px, 2,048 images, best of 3; benchmarks/README.md, "bfloat16's batch").
+BFLOAT16_BATCH = 64
 
 
 @contextmanager
