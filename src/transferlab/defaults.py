@@ -27,9 +27,10 @@ BASE_LR = {"adamw": 1e-3, "sgd": 1e-2}
 CACHED_VIEWS = {"head": 1, "more": 4}
 
 
-# The test-time flip's second pass doubles the cost of every prediction (about 10 s per 10,000 test images at
-# 96 px here) for +0.04 to +0.24 points; under a time limit, the same seconds spent training bought more
-# (benchmarks/README.md, "The test-time flip under a time limit"). Unset, it is on only without a limit.
+# The test-time flip's second pass doubles the cost of every prediction (8-10 s per 10,000 test images at 96 px
+# here) for +0.05 points on average at a 25 s time limit and +0.2 at longer ones (paired, 14 models); 10 s more
+# training bought +0.2 to +0.5 (benchmarks/README.md, "Time to accuracy", the third rerun). Unset, it is on only
+# without a time limit.
 def default_test_time_flip(time_limit: float | None) -> bool:
     return time_limit is None
 
