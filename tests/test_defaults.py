@@ -25,14 +25,17 @@ def test_resolve_fills_every_automatic_setting(strategy, per_class, augment, vie
     config = resolve(FitConfig(image_size=32), parse_strategy(strategy), per_class, per_class * 10)
     assert (config.augment, config.cached_views, config.backbone_lr_ratio) == (augment, views, ratio)
     assert (config.epochs, config.batch_size, config.patience, config.lr) == (epochs, batch, patience, 1e-3)
-    assert config.test_time_flip is True  # no time limit
+    assert (config.test_time_flip, config.ema_epochs) == (True, 2.0)  # no time limit
 
 
-def test_a_time_limit_turns_the_test_time_flip_off_unless_it_was_asked_for() -> None:
+def test_a_time_limit_turns_the_test_time_flip_and_the_weight_average_off_unless_they_were_asked_for() -> None:
     full = parse_strategy("full")
-    assert resolve(FitConfig(image_size=32, time_limit=30), full, 100, 1000).test_time_flip is False
-    assert resolve(FitConfig(image_size=32, time_limit=30, test_time_flip=True), full, 100, 1000).test_time_flip
-    assert resolve(FitConfig(image_size=32, test_time_flip=False), full, 100, 1000).test_time_flip is False
+    limited = resolve(FitConfig(image_size=32, time_limit=30), full, 100, 1000)
+    assert (limited.test_time_flip, limited.ema_epochs) == (False, 0.0)
+    asked = resolve(FitConfig(image_size=32, time_limit=30, test_time_flip=True, ema_epochs=1.0), full, 100, 1000)
+    assert (asked.test_time_flip, asked.ema_epochs) == (True, 1.0)
+    unlimited = resolve(FitConfig(image_size=32, test_time_flip=False, ema_epochs=0.0), full, 100, 1000)
+    assert (unlimited.test_time_flip, unlimited.ema_epochs) == (False, 0.0)
 
 
 def test_what_the_user_set_is_kept() -> None:

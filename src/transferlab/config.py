@@ -38,8 +38,8 @@ class FitConfig:
     rates: pretrained layers need small steps, the new head needs large ones; unset, the strategy's own ratio:
     0.1 from pretrained weights, 1.0 from scratch). `test_time_flip`: a model trained with flip augmentation
     predicts each image as the mean of it and its mirror image; unset, it does so unless a `time_limit` is set
-    (defaults.py). `ema_epochs`: the horizon, in epochs, of the
-    moving average of the weights that is validated and saved (0: the raw weights). `mix`: each training
+    (defaults.py). `ema_epochs`: the horizon, in epochs, of the moving average of the weights that is
+    validated and saved (0: the raw weights); unset, 2 without a `time_limit` and 0 with one. `mix`: each training
     batch blended with a shuffled copy of itself, `mixup` or `cutmix`, by a share drawn from
     Beta(`mix_alpha`, `mix_alpha`), and its labels with it (train/mixing.py). `None` means "chosen from the
     data and strategy", and the chosen value is what `config.yaml` records. `decay_biases_and_norms`: False
@@ -98,7 +98,7 @@ class FitConfig:
     step_size: int = 7
     gamma: float = 0.1
     label_smoothing: float = 0.1
-    ema_epochs: float = 2.0
+    ema_epochs: float | None = None
     mix: str = "none"  # mixup gained +0.10 ± 0.39 points over 3 seeds: benchmarks/levers.py
     mix_alpha: float = 1.0
     augment: str = "auto"
@@ -142,7 +142,7 @@ class FitConfig:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.ema_epochs < 0:
+        if self.ema_epochs is not None and self.ema_epochs < 0:
             raise ConfigError(f"ema_epochs must be 0 or more, got {self.ema_epochs}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")

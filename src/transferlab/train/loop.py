@@ -225,7 +225,7 @@ class Trainer:
         self.optimizer = build_optimizer(
             config, strategy.param_groups(model, config.lr) + objective_groups(self.objective, config.lr)
         )
-        horizon = config.ema_epochs * len(train)
+        horizon = (config.ema_epochs or 0.0) * len(train)  # unset in a config resolve() has not seen: none
         self.average = WeightAverage(model, horizon) if horizon > 0 else None
         self.precision = Precision(config.precision, str(next(model.parameters()).device))
         self.state = TrainState()
