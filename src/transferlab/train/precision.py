@@ -14,9 +14,10 @@ Weights, optimizer state and the saved model stay float32 throughout; only activ
 Passes that only report (scoring the test split, `predict`, `evaluate`) have their own setting,
 `inference_precision`: `auto` is bfloat16 where the device runs it natively (a CUDA GPU that has it; a CPU with
 AVX-512 BF16 or AMX), as OpenVINO's CPU plugin does by default, and float32 elsewhere; `32` and `bf16` force one.
-On this project's CPU it scores 1.46x faster at the same accuracy within 0.04 points, and a bfloat16 training
-step is slower than float32's, so training there stays float32 (benchmarks/README.md, "In bfloat16"). Passes
-that decide (validation, the advisor's probes, the feature caches) stay float32 everywhere.
+On this project's CPU it scores faster at the same accuracy within a few hundredths of a point, and a bfloat16
+training step is slower than float32's, so training there stays float32 (benchmarks/README.md, "In bfloat16"
+and "bfloat16's batch", for the figures). Passes that decide (validation, the advisor's probes, the feature
+caches) stay float32 everywhere.
 """
 
 from __future__ import annotations
