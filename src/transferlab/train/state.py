@@ -80,14 +80,24 @@ def load_checkpoint(
     if objective is not None:  # strict: a resumed run must not silently start its task weights afresh
         objective.load_state_dict(_with_prefix(tensors, "objective."))
     slots: dict[int, dict[str, torch.Tensor]] = {}
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]  # the state dict's numbering
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            slots.setdefault(int(index), {})[name] = value
+            slots.setdefault(int(index), {})[name] = _laid_out_as(parameters[int(index)], value)
     optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
     if scaler is not None and "scaler" in metadata:  # a float16 run goes on at the scale it had found
         scaler.load_state_dict(json.loads(metadata["scaler"]))
     return TrainState(**json.loads(metadata["state"]))
+
+
+def _laid_out_as(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A per-element optimizer slot (Adam's moments) in its parameter's memory layout. safetensors stores
+    every tensor contiguous, and a channels-last convolution's moments read back that way would be paired with
+    the wrong weights by the fused update, which walks all its tensors' memory in step."""
+    if value.shape != parameter.shape:
+        return value  # a scalar slot, such as the step count
+    return torch.empty_like(parameter, dtype=value.dtype).copy_(value)
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
