@@ -22,7 +22,7 @@ before any training, from the same cheap pass.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from transferlab.logistic import probe_hits
 from transferlab.probe import stage_features
 from transferlab.run_backbone import open_backbone
 from transferlab.sizing import image_size_for, prepare_for
+from transferlab.train.features import FinalFeatures
 from transferlab.transferability import logme
 
 # Fewer labelled images per class than this is a "small" target set.
@@ -129,13 +130,16 @@ class Advice:
     adaptation: dict[str, Any] | None = None
     # The margins the decision read that lie within one standard error of their threshold, in words.
     close_calls: tuple[str, ...] = ()
+    # What the measuring computed that training can reuse; not part of the advice itself.
+    final_features: FinalFeatures | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         evidence = asdict(self.evidence) | {
             "transfer_gain": self.evidence.transfer_gain,
             "top_drop": self.evidence.top_drop,
         }
-        plain = {k: v for k, v in asdict(self).items() if k not in ("evidence", "adaptation")}
+        own = ("evidence", "adaptation", "final_features")
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in own}
         # Without a target the key is left out: fit's advice.json then reads as it did before.
         adaptation = {} if self.adaptation is None else {"adaptation": self.adaptation}
         return plain | {"evidence": evidence} | adaptation
@@ -198,6 +202,11 @@ def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float 
 
 def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Evidence:
     """Size and similarity evidence for `data` under the `pretrained` backbone."""
+    return _measure(pretrained, data, seed, device)[0]
+
+
+def _measure(pretrained: Backbone, data: PreparedData, seed: int, device: str) -> tuple[Evidence, FinalFeatures]:
+    """The evidence, and the pretrained final features it was read from."""
     start = time.monotonic()
     torch.manual_seed(seed)
     pretrained = pretrained.to(device)
@@ -210,7 +219,10 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
     stage_probe = [float(hits.mean()) for hits in stage_hits]
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
-    return Evidence(
+    final = FinalFeatures({"val": data.splits["val"].images}, {"val": val_x[-1]})
+    if len(train_y) == len(data.splits["train"].labels):  # drawn per class, sorted: every image, in order
+        final.images["train"], final.features["train"] = data.splits["train"].images, train_x[-1]
+    evidence = Evidence(
         images_per_class=int(counts.min()),
         total_images=int(counts.sum()),
         small_below=SMALL_PER_CLASS,
@@ -226,6 +238,7 @@ def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str
         top_drop_se=top_drop_error(stage_hits),
         source_images=pretrained.pretraining_images,
     )
+    return evidence, final
 
 
 def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
@@ -356,8 +369,9 @@ def _source_size(e: Evidence) -> str:
 
 
 def advise(backbone: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Advice:
-    """Measure, then decide."""
-    return decide(measure(backbone, data, seed, device))
+    """Measure, then decide; the advice carries the final features measured, for the warm start to reuse."""
+    evidence, final = _measure(backbone, data, seed, device)
+    return replace(decide(evidence), final_features=final)
 
 
 def advise_source(

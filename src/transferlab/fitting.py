@@ -55,6 +55,7 @@ from transferlab.train.callbacks import (
     TimeBudget,
     interruptible,
 )
+from transferlab.train.features import FinalFeatures
 from transferlab.train.inputs import make_fit_batches, make_paired_batches
 from transferlab.train.loop import Callback, Trainer
 from transferlab.train.objectives import CrossEntropy, MultiTask, Objective, SoftSharing, Total
@@ -146,8 +147,9 @@ def _load(sources: Sources, config: FitConfig) -> dict[str, Dataset]:
 
 def _choose_strategy(
     backbone: Backbone, data: FitData, config: FitConfig, run_dir: Path, device: str, echo: Echo
-) -> FitConfig:
+) -> tuple[FitConfig, FinalFeatures | None]:
     """`--strategy auto`: the advisor measures size and similarity, picks, explains; advice.json keeps why.
+    Also returns the pretrained final features it measured, for the heads' warm start.
 
     With several heads it measures once, on the head with the fewest labelled images per class.
     """
@@ -164,7 +166,7 @@ def _choose_strategy(
     # The advisor's settings fill in what the user left automatic; what the user set stays.
     augment = advice.augment if config.augment == "auto" else config.augment
     ratio = config.backbone_lr_ratio or advice.backbone_lr_ratio
-    return config.updated(strategy=advice.strategy, augment=augment, backbone_lr_ratio=ratio)
+    return config.updated(strategy=advice.strategy, augment=augment, backbone_lr_ratio=ratio), advice.final_features
 
 
 def build_objective(config: FitConfig, model: TransferModel, weighting: str | None = None) -> Objective:
@@ -218,14 +220,22 @@ def _build_model(
 
 
 def _warm_start(
-    model: TransferModel, strategy: Strategy, config: FitConfig, data: FitData, device: str, run_dir: Path, echo: Echo
+    model: TransferModel,
+    strategy: Strategy,
+    config: FitConfig,
+    data: FitData,
+    device: str,
+    run_dir: Path,
+    echo: Echo,
+    features: FinalFeatures | None = None,
 ) -> None:
-    """Linear probe, then fine-tune: the heads first learn on frozen features, when the backbone will train."""
+    """Linear probe, then fine-tune: the heads first learn on frozen features, when the backbone will train.
+    `features`: the advisor's, of the pretrained backbone, read instead of computed where they cover the data."""
     if not (strategy.warm_start and strategy.trains_backbone(model)):
         return
     # The heads' own weighting would be learned here and thrown away: the warm start weighs them equally.
     objective = build_objective(config, model, weighting="equal")
-    accuracy = warm_start_head(model, config, data, device, run_dir, objective)
+    accuracy = warm_start_head(model, config, data, device, run_dir, objective, features)
     echo(f"head warm start on frozen features: validation accuracy {accuracy:.4f}")
 
 
@@ -263,11 +273,12 @@ def build_run(
     backbone = open_backbone(config.backbone, pretrained=not scratch, weights=None if scratch else config.weights)
     size = max(image_size_for(dataset, backbone, config.image_size) for dataset in datasets.values())
     data = FitData({name: prepare_for(dataset, backbone, size) for name, dataset in datasets.items()})
+    features = None
     if config.strategy == "auto":
-        config = _choose_strategy(backbone, data, config, run_dir, device, echo)
+        config, features = _choose_strategy(backbone, data, config, run_dir, device, echo)
     strategy = parse_strategy(config.strategy)
     if not strategy.pretrained and backbone.weights_source != "random":  # the advisor chose scratch
-        backbone = open_backbone(config.backbone, pretrained=False)
+        backbone, features = open_backbone(config.backbone, pretrained=False), None
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
     config = config.updated(precision=resolve_precision(config.precision, device))
@@ -292,7 +303,7 @@ def build_run(
     if target_data is not None:
         echo(describe_adaptation(config, target_data))
     if not settled:
-        _warm_start(model, strategy, config, data, device, run_dir, echo)
+        _warm_start(model, strategy, config, data, device, run_dir, echo, features)
     train, val, target_val, note = _batches(model, strategy, config, data, target_data, world)
     echo(f"input: {note}")
     objective = objective.to(device)

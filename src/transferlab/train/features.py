@@ -10,7 +10,9 @@ augmentation the one view is the clean image.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from transferlab.backbones import Backbone
@@ -23,6 +25,22 @@ from transferlab.train.batches import step_seed
 log = logging.getLogger("transferlab")
 
 DEFAULT_BUDGET_BYTES = 3 * 2**30
+
+
+@dataclass(frozen=True)
+class FinalFeatures:
+    """A pretrained network's pooled final features, per split, as the advisor computed them (eval mode,
+    BatchNorm folded): the same pass as the heads' warm start caches, which reads them here instead of paying
+    for it again."""
+
+    images: dict[str, torch.Tensor]  # each split's uint8 images, as the advisor read them
+    features: dict[str, np.ndarray]  # [N, feature_dim] each, in the images' order
+
+    def of(self, split: str, images: torch.Tensor) -> torch.Tensor | None:
+        """The features of `split` when they were computed from all of `images` itself, else None."""
+        if self.images.get(split) is not images:
+            return None
+        return torch.from_numpy(self.features[split])
 
 
 @torch.no_grad()

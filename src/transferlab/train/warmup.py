@@ -15,16 +15,25 @@ from transferlab.defaults import BASE_LR, default_epochs
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
+from transferlab.train.batches import CachedBatches
+from transferlab.train.features import FinalFeatures
 from transferlab.train.inputs import make_fit_batches
 from transferlab.train.loop import Trainer, validate
 from transferlab.train.objectives import Objective
 
 
 def warm_start_head(
-    model: TransferModel, config: FitConfig, data: FitData, device: str, run_dir: Path, objective: Objective
+    model: TransferModel,
+    config: FitConfig,
+    data: FitData,
+    device: str,
+    run_dir: Path,
+    objective: Objective,
+    features: FinalFeatures | None = None,
 ) -> float:
     """Train only the heads on clean cached features (unaugmented, unmixed), minimising `objective`; returns
-    their validation accuracy (the mean over heads)."""
+    their validation accuracy (the mean over heads). `features`: the pretrained backbone's, already computed
+    (by the advisor); read where they cover the data's images, else computed here."""
     strategy = parse_strategy("head")
     if config.batch_size is None:
         raise ValueError("warm_start_head takes a resolved config (defaults.resolve): batch_size must be set")
@@ -38,7 +47,25 @@ def warm_start_head(
         time_limit=None,
         ema_epochs=0,  # the heads are trained in place, with no checkpoint: an average would go unused
     )
-    train, val, _ = make_fit_batches(model, strategy, head_config, data, device)
+    batches = _reused(features, data, model.backbone.num_stages, config.batch_size, device)
+    train, val = batches or make_fit_batches(model, strategy, head_config, data, device)[:2]
     # Validated once, at the end: no callback would read each epoch's (it was 29 passes over the validation set).
     Trainer(model, strategy, head_config, train, None, run_dir, objective=objective).fit()
     return validate(model, val)["val_accuracy"]
+
+
+def _reused(
+    features: FinalFeatures | None, data: FitData, stages: int, batch_size: int, device: str
+) -> tuple[CachedBatches, CachedBatches] | None:
+    """(train, val) batches of `features`, as make_fit_batches would cache them for `head` without augmentation
+    (one clean view), when they were computed from this one source's own images; else None."""
+    if features is None or data.domains or len(data.sources) != 1:
+        return None
+    splits = data.sources[""].splits
+    train, val = (features.of(name, splits[name].images) for name in ("train", "val"))
+    if train is None or val is None:
+        return None
+    return (
+        CachedBatches(train[None], splits["train"].labels, batch_size, stages, shuffle=True, device=device),
+        CachedBatches(val[None], splits["val"].labels, batch_size, stages, device=device),
+    )
