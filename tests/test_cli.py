@@ -155,6 +155,14 @@ def test_help_does_not_import_torch() -> None:
     assert result.stdout.strip().endswith("False")
 
 
+def test_fit_help_gives_each_on_off_flag_its_default(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    said = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
+    assert "--report, --no-report default: on" in said and "--refit, --no-refit default: off" in said
+    assert "--test-time-flip, --no-test-time-flip default: automatic" in said  # on, off under --time-limit
+
+
 def test_version_and_runs_list_the_finished_run_dirs(folder, tiny_weights, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])

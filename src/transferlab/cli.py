@@ -56,7 +56,8 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
             continue
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", "bool | None"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            shown = {True: "on", False: "off", None: "automatic"}[field.default]
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {shown}")
             continue
         kind = {"int | None": int, "int": int, "float": float, "float | None": float}.get(str(field.type), str)
         parser.add_argument(flag, type=kind, default=None, help=f"default: {field.default}")
