@@ -155,3 +155,15 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(dig
         train_run(run, quiet=True)
     saved = load_file(tmp_path / "run" / "model.safetensors")  # the last good checkpoint, loadable
     assert all(torch.isfinite(t).all() for t in saved.values())
+
+
+def test_a_time_limited_fit_says_what_the_limit_turned_off(digits, tiny_weights, tmp_path, capsys) -> None:
+    result = fit(digits, _config(tiny_weights, strategy="full", epochs=1, time_limit=600), tmp_path / "run")
+    said = capsys.readouterr().out
+    assert result.config.ema_epochs == 0 and result.config.test_time_flip is False  # resolve()'s defaults
+    assert "time limit: 600 s of training" in said and "no weight average (--ema-epochs 2: on)" in said
+    assert "no test-time flip under --time-limit" in said
+    asked = fit(
+        digits, _config(tiny_weights, strategy="full", epochs=1, time_limit=600, ema_epochs=1.0), tmp_path / "b"
+    )
+    assert asked.config.ema_epochs == 1.0 and "no weight average" not in capsys.readouterr().out

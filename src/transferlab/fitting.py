@@ -31,7 +31,7 @@ from transferlab.data import Dataset, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.summary import summarize
 from transferlab.data.transforms import PRESETS
-from transferlab.defaults import resolve
+from transferlab.defaults import EMA_EPOCHS, resolve
 from transferlab.distributed import World, join
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.fitdata import FitData
@@ -381,6 +381,11 @@ def _describe(
         if model.domain_norms_from is not None:
             sharing += f", BatchNorm per domain from stage {model.domain_norms_from}"
     echo(f"strategy: {strategy.name}: {strategy.describe(model)}{sharing}")
+    if config.time_limit:
+        budget = f"time limit: {config.time_limit:g} s of training, the epochs and the schedule fitted to it"
+        if not config.ema_epochs:
+            budget += f"; no weight average (--ema-epochs {EMA_EPOCHS:g}: on)"
+        echo(budget)
 
 
 def _saver(run: Run) -> Callable[[Trainer], None]:
