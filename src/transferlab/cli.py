@@ -56,7 +56,7 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
             continue
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", "bool | None"):
-            shown = {True: "on", False: "off", None: "automatic"}[field.default]
+            shown = "on" if field.default is True else "off" if field.default is False else "automatic"
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {shown}")
             continue
         kind = {"int | None": int, "int": int, "float": float, "float | None": float}.get(str(field.type), str)
