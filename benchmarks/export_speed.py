@@ -1,7 +1,8 @@
 """An exported model against PyTorch on this CPU, side by side in one process: images per second of the same
 Lite0 model (ImageNet weights, a 10-class head, the test-time flip on) on the same decoded images, PyTorch through
-transferlab's own inference path and the exported ONNX file through onnxruntime; then a whole `transferlab
-predict` process each way on the same image files, start-up (importing torch or not) included.
+transferlab's own inference path (in float32, and in bfloat16 where the CPU computes it in hardware) and the
+exported ONNX file through onnxruntime (float32); then a whole `transferlab predict` process each way on the same
+image files, start-up (importing torch or not) included.
 
     python benchmarks/export_speed.py [--size 96] [--images 256] [--threads 2]
 """
@@ -26,6 +27,7 @@ from transferlab.evaluate import probabilities
 from transferlab.export import export_model
 from transferlab.model import TransferModel, save_model
 from transferlab.onnx_predict import OnnxPredictor
+from transferlab.train.precision import native_bfloat16
 
 
 def _best_of(runs: int, work: Callable[[], object]) -> float:
@@ -63,8 +65,12 @@ def main() -> None:
     model.to(memory_format=torch.channels_last)  # as a fitted or loaded model predicts
     onnx = OnnxPredictor(exported.path)
     batch = images.numpy()
+    precisions = ["32", "bf16"] if native_bfloat16("cpu") else ["32"]  # bfloat16 only where it is hardware's
     with torch.inference_mode():
-        torch_seconds = _best_of(3, lambda: probabilities(model, images, normalizer))
+        torch_seconds = {
+            each: _best_of(3, lambda each=each: probabilities(model, images, normalizer, precision=each))
+            for each in precisions
+        }
     onnx_seconds = _best_of(3, lambda: onnx.probabilities(batch, ["label"]))
 
     def process(target: Path) -> float:
@@ -77,10 +83,9 @@ def main() -> None:
     n = args.images
     print(f"\nLite0 + head, {args.size} px, test-time flip, {n} images, {args.threads} threads, best of 3")
     print(f"{'':<34} {'PyTorch':>10} {'onnxruntime':>12} {'ratio':>7}")
-    print(
-        f"{'images per second (decoded)':<34} {n / torch_seconds:>10.1f} {n / onnx_seconds:>12.1f} "
-        f"{torch_seconds / onnx_seconds:>6.2f}x"
-    )
+    for each, seconds in torch_seconds.items():
+        name = f"images per second, PyTorch {'float32' if each == '32' else 'bfloat16'}"
+        print(f"{name:<34} {n / seconds:>10.1f} {n / onnx_seconds:>12.1f} {seconds / onnx_seconds:>6.2f}x")
     print(
         f"{'a whole predict process (s)':<34} {torch_process:>10.1f} {onnx_process:>12.1f} "
         f"{torch_process / onnx_process:>6.2f}x"
