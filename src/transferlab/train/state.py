@@ -84,18 +84,19 @@ def load_checkpoint(
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            slots.setdefault(int(index), {})[name] = _laid_out_as(parameters[int(index)], value)
+            parameter = parameters[int(index)] if int(index) < len(parameters) else None  # else refused below
+            slots.setdefault(int(index), {})[name] = _laid_out_as(parameter, value)
     optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
     if scaler is not None and "scaler" in metadata:  # a float16 run goes on at the scale it had found
         scaler.load_state_dict(json.loads(metadata["scaler"]))
     return TrainState(**json.loads(metadata["state"]))
 
 
-def _laid_out_as(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def _laid_out_as(parameter: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
     """A per-element optimizer slot (Adam's moments) in its parameter's memory layout. safetensors stores
     every tensor contiguous, and a channels-last convolution's moments read back that way would be paired with
     the wrong weights by the fused update, which walks all its tensors' memory in step."""
-    if value.shape != parameter.shape:
+    if parameter is None or value.shape != parameter.shape:
         return value  # a scalar slot, such as the step count
     return torch.empty_like(parameter, dtype=value.dtype).copy_(value)
 
