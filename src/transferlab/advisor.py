@@ -219,9 +219,9 @@ def _measure(pretrained: Backbone, data: PreparedData, seed: int, device: str) -
     stage_probe = [float(hits.mean()) for hits in stage_hits]
     labels = torch.cat([data.splits["train"].labels, data.splits["val"].labels])
     counts = torch.bincount(labels, minlength=len(data.classes))
-    final = FinalFeatures({"val": data.splits["val"].images}, {"val": val_x[-1]})
+    images, features = {"val": data.splits["val"].images}, {"val": val_x[-1]}
     if len(train_y) == len(data.splits["train"].labels):  # drawn per class, sorted: every image, in order
-        final.images["train"], final.features["train"] = data.splits["train"].images, train_x[-1]
+        images["train"], features["train"] = data.splits["train"].images, train_x[-1]
     evidence = Evidence(
         images_per_class=int(counts.min()),
         total_images=int(counts.sum()),
@@ -238,7 +238,7 @@ def _measure(pretrained: Backbone, data: PreparedData, seed: int, device: str) -
         top_drop_se=top_drop_error(stage_hits),
         source_images=pretrained.pretraining_images,
     )
-    return evidence, final
+    return evidence, FinalFeatures(images, features)
 
 
 def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:

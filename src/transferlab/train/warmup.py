@@ -59,7 +59,7 @@ def _reused(
 ) -> tuple[CachedBatches, CachedBatches] | None:
     """(train, val) batches of `features`, as make_fit_batches would cache them for `head` without augmentation
     (one clean view), when they were computed from this one source's own images; else None."""
-    if features is None or data.domains or len(data.sources) != 1:
+    if features is None or data.domains:  # several domains: the advisor measured one of them
         return None
     splits = data.sources[""].splits
     train, val = (features.of(name, splits[name].images) for name in ("train", "val"))
