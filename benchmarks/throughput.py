@@ -17,6 +17,7 @@ GPU costs. So far only the CPU path has run: no session has had a GPU since this
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import shutil
 import subprocess
@@ -126,15 +127,19 @@ def transferlab_loop(
     channels_last: bool,
     device: str = "cpu",
     augment: str = "none",
+    precision: str = "auto",
 ) -> float:
     """transferlab's Trainer, strategy `full`, from the decoded cache (on the GPU, on a GPU), no augmentation
-    unless asked (the plain loop has none), `--precision auto`."""
+    unless asked (the plain loop has none), `--precision auto` unless asked."""
     model = _model(channels_last, device)
-    config = FitConfig(epochs=1, lr=1e-3, batch_size=batch, augment=augment, channels_last=channels_last)
+    settings = {"augment": augment, "channels_last": channels_last, "precision": precision}
+    config = FitConfig(epochs=1, lr=1e-3, batch_size=batch, **settings)
     normalizer = Normalizer(model.backbone.preprocessing, channels_last)
     count = batch * (steps + 2)
-    cache, targets = images[:count].to(device), labels[:count].to(device)
-    train = ImageBatches(cache, targets, normalizer, batch, PRESETS[augment], shuffle=True, device=device)
+    # handed over on the CPU, as `fit` does: ImageBatches moves the cache onto the GPU itself
+    train = ImageBatches(
+        images[:count], labels[:count], normalizer, batch, PRESETS[augment], shuffle=True, device=device
+    )
     trainer = Trainer(model, parse_strategy("full"), config, train, train, run_dir=".", callbacks=[])
     trainer.strategy.set_train_mode(model)
     start = 0.0
@@ -143,6 +148,19 @@ def transferlab_loop(
             start = _clock(device)
         trainer._step(drawn)
     return steps * batch / (_clock(device) - start)
+
+
+@functools.cache
+def _jpegs(images: torch.Tensor) -> list[bytes]:
+    """Photo-sized JPEGs (256 px) for the per-item pipeline to read, as it would from an image folder. Made
+    only where that row runs (on a CPU): a GPU's step count at 224 px makes them 15 GB of float on the way."""
+    photos = torch.nn.functional.interpolate(images[:, :, :32, :32].float(), size=256, mode="bilinear")
+    jpegs = []
+    for image in photos.to(torch.uint8).permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
+    return jpegs
 
 
 def main() -> None:
@@ -157,19 +175,11 @@ def main() -> None:
     count = args.batch * (args.steps + 2)
     images = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (count,), generator=generator)
-    # The per-item pipeline reads photo-sized JPEGs (256 px), as it would from an image folder.
-    photos = torch.nn.functional.interpolate(images[:, :, :32, :32].float(), size=256, mode="bilinear")
-    jpegs = []
-    for image in photos.to(torch.uint8).permute(0, 2, 3, 1).numpy():
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
-        jpegs.append(buffer.getvalue())
-
     variants: dict[str, Callable[[], float]] = {
         "plain PyTorch loop, NCHW": lambda: plain_loop(images, labels, args.batch, args.steps, False, device),
         "plain PyTorch loop, channels-last": lambda: plain_loop(images, labels, args.batch, args.steps, True, device),
         "per-item PIL decode of 256 px JPEGs, NCHW": lambda: pil_pipeline(
-            jpegs, labels, args.size, args.batch, args.steps
+            _jpegs(images), labels, args.size, args.batch, args.steps
         ),
         "transferlab full, NCHW": lambda: transferlab_loop(images, labels, args.batch, args.steps, False, device),
         "transferlab full (default: channels-last)": lambda: transferlab_loop(
@@ -179,8 +189,11 @@ def main() -> None:
             images, labels, args.batch, args.steps, True, device, augment="light"
         ),
     }
-    if device != "cpu":  # the per-item pipeline is a CPU story
+    if device != "cpu":  # the per-item pipeline is a CPU story; on a GPU, what mixed precision is worth
         del variants["per-item PIL decode of 256 px JPEGs, NCHW"]
+        variants["transferlab full, channels-last, float32 (--precision 32)"] = lambda: transferlab_loop(
+            images, labels, args.batch, args.steps, True, device, precision="32"
+        )
     # Two interleaved rounds, best of each: the first run of anything pays one-time warm-up costs.
     speeds: dict[str, float] = {}
     busy: dict[str, float | None] = {}
@@ -188,6 +201,7 @@ def main() -> None:
         for name, measure in variants.items():
             with GpuBusy() as gpu:
                 speed = measure()
+            print(f"  {name}: {speed:.0f} img/s, GPU busy {gpu.percent}", flush=True)
             if speed > speeds.get(name, 0.0):
                 speeds[name], busy[name] = speed, gpu.percent
     rows = list(speeds.items())

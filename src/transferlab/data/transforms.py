@@ -70,12 +70,12 @@ def augment_batch(x: torch.Tensor, preset: Augment, generator: torch.Generator) 
             torch.stack([sin * flip, cos, uniform(-preset.shift, preset.shift) * 2], dim=1),
         ],
         dim=1,
-    ).to(x)
+    ).to(x, non_blocking=True)  # a plain copy to a GPU would wait for everything queued there (batches._to)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if preset.color:
-        brightness = uniform(1 - preset.color, 1 + preset.color).to(x).view(n, 1, 1, 1)
-        contrast = uniform(1 - preset.color, 1 + preset.color).to(x).view(n, 1, 1, 1)
+        brightness = uniform(1 - preset.color, 1 + preset.color).to(x, non_blocking=True).view(n, 1, 1, 1)
+        contrast = uniform(1 - preset.color, 1 + preset.color).to(x, non_blocking=True).view(n, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean * brightness).clamp(0, 1)
     if preset.erase:
@@ -100,7 +100,7 @@ def _random_erase(x: torch.Tensor, probability: float, generator: torch.Generato
         & (cols < (left + ew).view(n, 1, 1))
         & chosen.view(n, 1, 1)
     )
-    return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.5)
+    return x.masked_fill(mask.unsqueeze(1).to(x.device, non_blocking=True), 0.5)
 
 
 class Normalizer:
@@ -123,5 +123,5 @@ class Normalizer:
             if generator is None:
                 raise ValueError("augmentation needs a generator, so that runs are reproducible")
             x = augment_batch(x, preset, generator)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = (x - self.mean.to(x.device, non_blocking=True)) / self.std.to(x.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

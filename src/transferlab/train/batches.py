@@ -61,6 +61,26 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
+def _resident(stored: torch.Tensor, device: str) -> torch.Tensor:
+    """`stored` (the decoded images, or the frozen prefix's cached views) on the GPU that trains, where it takes
+    at most a quarter of that GPU's free memory: each batch is then gathered, augmented and normalised there,
+    and nothing crosses the bus per step (19 MB a step for 128 images at 224 px). Elsewhere it stays put."""
+    if not device.startswith("cuda") or stored.device.type == "cuda":
+        return stored
+    free, _ = torch.cuda.mem_get_info(device)
+    return stored.to(device) if stored.numel() * stored.element_size() <= free // 4 else stored
+
+
+def _to(index: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """A step's CPU `index` where `stored` is, without waiting: a plain copy to a GPU first waits for the GPU
+    to finish everything queued, and the GPU then idles while the CPU prepares the step."""
+    return index.to(stored.device, non_blocking=True)
+
+
+def _labels(labels: torch.Tensor, index: torch.Tensor, device: str) -> torch.Tensor:
+    return labels[index].to(device, non_blocking=True)  # from pageable memory: staged before it returns, so safe
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -102,13 +122,16 @@ class ImageBatches:
     shard: int = 0
     shards: int = 1
 
+    def __post_init__(self) -> None:
+        self.images = _resident(self.images, self.device)
+
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
     def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
         for index, generator in _steps(self, seed, epoch, first_step):
-            x = self.normalizer(self.images[index], self.augment, generator, self.device)
-            yield Batch(x, self.labels[index].to(self.device), self.start_stage, index=index)
+            x = self.normalizer(self.images[_to(index, self.images)], self.augment, generator, self.device)
+            yield Batch(x, _labels(self.labels, index, self.device), self.start_stage, index=index)
 
 
 @dataclass
@@ -127,16 +150,19 @@ class CachedBatches:
     shard: int = 0
     shards: int = 1
 
+    def __post_init__(self) -> None:
+        self.views = _resident(self.views, self.device)
+
     def __len__(self) -> int:
         return _num_batches(len(self.labels), self.batch_size, self.shuffle)
 
     def batches(self, seed: int = 0, epoch: int = 0, first_step: int = 0) -> Iterator[Batch]:
         for index, generator in _steps(self, seed, epoch, first_step):
             view = torch.randint(self.views.shape[0], (len(index),), generator=generator)
-            x = self.views[view, index].to(self.device).float()
+            x = self.views[_to(view, self.views), _to(index, self.views)].to(self.device, non_blocking=True).float()
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield Batch(x, self.labels[index].to(self.device), self.start_stage, index=index)
+            yield Batch(x, _labels(self.labels, index, self.device), self.start_stage, index=index)
 
 
 @dataclass

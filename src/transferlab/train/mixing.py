@@ -41,7 +41,7 @@ def mix_batch(batch: Batch, kind: str, alpha: float) -> Batch:
     if kind == "cutmix" and batch.x.dim() != 4:
         raise ConfigError("cutmix cuts boxes from images, and this strategy trains on pooled features: use mixup")
     share = float(torch.distributions.Beta(alpha, alpha).sample())
-    order = torch.randperm(len(batch.x)).to(batch.x.device)
+    order = torch.randperm(len(batch.x)).to(batch.x.device, non_blocking=True)
     x = batch.x
     if kind == "mixup":
         x = x * share + x[order] * (1 - share)
