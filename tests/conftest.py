@@ -62,7 +62,7 @@ class InterruptAt(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         if trainer.state.global_step == self.step:
             trainer.interrupted = True
 

@@ -106,7 +106,7 @@ class SignalAt(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, trainer, loss, parts) -> None:
+    def on_step_end(self, trainer) -> None:
         if trainer.state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
 

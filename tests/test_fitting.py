@@ -148,13 +148,16 @@ class DivergingLoss(CrossEntropy):
         return (loss * float("nan") if self.calls > self.after else loss), parts
 
 
-def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(digits, tiny_weights, tmp_path) -> None:
+@pytest.mark.parametrize("after", [12, 11])  # 6 steps an epoch: NaN from the first step of epoch 3, or the last of 2
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(digits, tiny_weights, tmp_path, after):
     run = build_run(digits, _config(tiny_weights, strategy="head", epochs=10), tmp_path / "run", echo=lambda _: None)
-    run.objective = DivergingLoss(after=12)  # after the first epochs
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch \d+, step \d+.*--lr"):
+    assert len(run.train) == 6
+    run.objective = DivergingLoss(after=after)
+    with pytest.raises(TrainingDiverged, match=rf"loss became nan at epoch {3 if after == 12 else 2}, step \d+.*--lr"):
         train_run(run, quiet=True)
-    saved = load_file(tmp_path / "run" / "model.safetensors")  # the last good checkpoint, loadable
-    assert all(torch.isfinite(t).all() for t in saved.values())
+    for kept in ("model", "checkpoint"):  # the last good model, and the resumable state of the last good epoch
+        saved = load_file(tmp_path / "run" / f"{kept}.safetensors")
+        assert all(torch.isfinite(t).all() for t in saved.values())
 
 
 def test_a_time_limited_fit_says_what_the_limit_turned_off(digits, tiny_weights, tmp_path, capsys) -> None:

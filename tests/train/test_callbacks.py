@@ -1,18 +1,27 @@
 """The best checkpoint: lowest validation loss, the latest of the models within one standard error of it; the
-validation loss, tempered or not; and the time budget that fits the run's epochs to the time it is given."""
+validation loss, tempered or not; the time budget that fits the run's epochs to the time it is given; and when
+the loop tells its callbacks of each step and of its loss."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from transferlab.model import Outputs
+from tests.conftest import TINY
+from transferlab.backbones import create_backbone
+from transferlab.config import FitConfig
+from transferlab.data import load_source, prepare
+from transferlab.model import Outputs, TransferModel
+from transferlab.strategies import parse_strategy
 from transferlab.train.batches import Batch
 from transferlab.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
-from transferlab.train.loop import validate
+from transferlab.train.inputs import make_batches
+from transferlab.train.loop import Callback, Trainer, validate
 from transferlab.train.state import TrainState
 
 LOSSES = [0.60, 0.50, 0.505, 0.52, 0.49, 0.60, 0.70]
@@ -103,5 +112,36 @@ def test_a_time_limit_fits_the_epoch_count_to_the_pace_and_the_state_carries_it(
     budget.on_epoch_end(trainer, {})
     assert trainer.epochs == 20 and trainer.stop_reason is None
     trainer.elapsed = 100.5
-    budget.on_step_end(trainer, 0.1, {})
+    budget.on_step_end(trainer)
     assert trainer.stop_reason == "time limit of 100 s reached"
+
+
+class Tally(Callback):
+    """What the loop tells its callbacks, and when."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.by_epoch: list[tuple[int, int]] = []  # (steps told, losses told) when each epoch ended
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        self.steps.append(trainer.state.global_step)
+
+    def on_loss(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+        self.losses.append(loss)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.by_epoch.append((len(self.steps), len(self.losses)))
+
+
+def test_each_step_is_told_at_its_end_and_its_loss_before_its_epoch_ends(digits, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+    config = FitConfig(strategy="full", epochs=2, lr=1e-2, image_size=32, batch_size=16, augment="none", cached_views=0)
+    train, val, _ = make_batches(model, parse_strategy("full"), config, prepare(load_source(digits), 32), "cpu")
+    tally = Tally()
+    Trainer(model, parse_strategy("full"), config, train, val, tmp_path, [tally]).fit()
+    steps = len(train)
+    assert tally.steps == list(range(1, 2 * steps + 1))  # each step's own state, once
+    assert tally.by_epoch == [(steps, steps), (2 * steps, 2 * steps)]  # read a step late, but within the epoch
+    assert all(math.isfinite(loss) and loss > 0 for loss in tally.losses)

@@ -106,7 +106,7 @@ class TimeBudget(Callback):
         if fitted != trainer.epochs:
             trainer.epochs = trainer.state.epochs = fitted  # the state carries it into a resumed run
 
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         if trainer.elapsed > self.seconds:
             trainer.stop_reason = f"time limit of {self.seconds:g} s reached"
 
@@ -120,7 +120,7 @@ class MetricsLog(Callback):
         self.losses: list[float] = []
         self.parts: dict[str, list[float]] = {}
 
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+    def on_loss(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         self.losses.append(loss)
         for name, value in parts.items():
             if not math.isnan(value):  # NaN: not measured on this batch (a task without labels in it)
@@ -172,7 +172,7 @@ class Progress(Callback):
             done = trainer.state.epoch * len(trainer.train) + trainer.state.step
             self.task = self.progress.add_task("training", total=total, completed=done, info="")
 
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+    def on_loss(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
         self.last_parts = parts  # the epoch line shows the task weights and distances as training left them
         if self.progress is not None:
             info = f"epoch {trainer.state.epoch + 1}/{trainer.epochs} loss {loss:.3f}"

@@ -27,6 +27,7 @@ from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
 from transferlab.train.mixing import mix_batch
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.precision import Precision
+from transferlab.train.readback import StepValues
 from transferlab.train.schedules import lr_factor
 from transferlab.train.state import TrainState, load_checkpoint, save_checkpoint
 
@@ -47,7 +48,12 @@ class Callback:
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_step_end(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None: ...
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After each optimizer step; `trainer.state` is that step's."""
+
+    def on_loss(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
+        """A finished step's loss and the parts its objective logs. On a GPU they are read a step late
+        (train/readback.py), so `trainer.state` has moved on; every step's arrive before its epoch ends."""
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
 
@@ -243,6 +249,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.interrupted = False
         self._started = time.monotonic()
+        self._unread: StepValues | None = None  # the last step's loss, not yet read (train/readback.py)
 
     @property
     def elapsed(self) -> float:
@@ -309,6 +316,7 @@ class Trainer:
         for batch in self.train.batches(config.seed, state.epoch, state.step):
             self._step(batch)
             if self.interrupted:
+                self._report_last_step()
                 self.save_resumable()
                 raise Interrupted(
                     f"interrupted at epoch {state.epoch + 1}, step {state.step}; "
@@ -316,6 +324,7 @@ class Trainer:
                 )
             if self.stop_reason:
                 break
+        self._report_last_step()
         state.epoch, state.step = state.epoch + 1, 0
         if self.strategy.adapt_batchnorm and self.strategy.trains_backbone(self.model):
             recalibrate_batchnorm(self.eval_model, self.train, self.strategy.num_frozen(self.model))
@@ -334,22 +343,37 @@ class Trainer:
         batch = mix_batch(batch, self.config.mix, self.config.mix_alpha)
         with self.precision.autocast():
             loss, parts = self._forward(batch, state.global_step / self.total_steps)
-        (diverged,) = self.world.any(not math.isfinite(loss.item()))
-        if diverged:
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
-                f"the last good model is kept in {self.run_dir} (try a lower --lr)"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.step(loss, self.optimizer)
         if self.average:
             self.average.update(state.global_step)
+        finished, self._unread = self._unread, StepValues.of(loss, parts, state.epoch, state.step)
         state.step += 1
         state.global_step += 1
-        values = dict(zip(parts, torch.stack(list(parts.values())).tolist(), strict=True)) if parts else {}
+        if finished is not None:
+            self._report(finished)
         for callback in self.callbacks:
-            callback.on_step_end(self, loss.item(), values)
+            callback.on_step_end(self)
         self._agree()
+
+    def _report(self, finished: StepValues) -> None:
+        """A finished step's loss to the callbacks, read a step late on a GPU (train/readback.py). A NaN or infinite
+        loss stops the run: its update has reached the weights in memory, but every epoch's end reads its last
+        step before anything is validated or saved, so what the run dir keeps is the last good model."""
+        loss, parts = finished.read()
+        (diverged,) = self.world.any(not math.isfinite(loss))
+        if diverged:
+            raise TrainingDiverged(
+                f"loss became {loss} at epoch {finished.epoch + 1}, step {finished.step + 1}; "
+                f"the last good model is kept in {self.run_dir} (try a lower --lr)"
+            )
+        for callback in self.callbacks:
+            callback.on_loss(self, loss, parts)
+
+    def _report_last_step(self) -> None:
+        if self._unread is not None:
+            finished, self._unread = self._unread, None
+            self._report(finished)
 
     def _agree(self) -> None:
         """Every rank stops, or is interrupted, where any one is (its time limit, a Ctrl-C), or the others
