@@ -5,10 +5,10 @@ Each row is a fresh `fit` of Fashion-MNIST with --per-class images per class, th
 epochs, on the built-in's 10,000 test images. The batch size is fixed (--batch-size), so every row takes the
 same steps on the same batches: the processes share each batch out (batches.shard). On a CPU the threads are
 divided between the processes (OMP_NUM_THREADS = cores / N), so a row compares ways of spending the same
-cores; on GPUs each process takes one GPU.
+cores; on GPUs each process takes one GPU. `--device cpu` keeps a machine that has GPUs on its cores.
 
     python benchmarks/distributed.py [--processes 1,2] [--per-class 100] [--strategy full] [--image-size 64]
-        [--epochs 4] [--batch-size 32]
+        [--epochs 4] [--batch-size 32] [--device auto]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def run(processes: int, args: argparse.Namespace, out: Path) -> tuple[float, flo
         f"--image-size={args.image_size}",
         f"--epochs={args.epochs}",
         f"--batch-size={args.batch_size}",
+        f"--device={args.device}",
         "--no-report",
         f"--out={out}",
     ]
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto", help="auto: the GPUs where there are some, else the CPU")
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
     rows = []
@@ -65,7 +67,7 @@ def main() -> None:
             print(f"  {processes} process(es): {seconds:.0f} s, test accuracy {100 * accuracy:.1f}%", flush=True)
     print(
         f"\nFashion-MNIST {args.per_class}/class, {args.strategy}, {args.image_size} px, {args.epochs} epochs, "
-        f"batch {args.batch_size}, {os.cpu_count()} cores"
+        f"batch {args.batch_size}, {os.cpu_count()} cores, device {args.device}"
     )
     print(f"{'processes':>9} {'seconds':>8} {'speed-up':>9} {'test acc':>9}")
     base = rows[0][1]
