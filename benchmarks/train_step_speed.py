@@ -5,23 +5,53 @@ by side in one process.
 
 tf_efficientnet_lite0 with its ImageNet weights and a 10-class head, `full`'s modes (every BatchNorm keeps its
 statistics), channels-last, AdamW, label-smoothed cross-entropy, batches of --batch random images at --size px;
-best of --rounds, the two interleaved, each round --steps steps after one warm-up step.
+best of --rounds, the two interleaved, each round --steps steps after one warm-up step. Each row also counts
+the operators a step dispatches: on a GPU each is at least one kernel launch, which is what bounds a step
+there at small batches. On a GPU (--device cuda) the steps run under `--precision auto`'s bfloat16 autocast;
+the loop folds on a CPU only (train/frozen_norm.py), and this measures whether a GPU should too.
 
-    python benchmarks/train_step_speed.py [--size 96] [--batch 32] [--steps 8] [--rounds 3]
+    python benchmarks/train_step_speed.py [--size 96] [--batch 32] [--steps 8] [--rounds 3] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.backbones import create_backbone
 from transferlab.data.transforms import Normalizer
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
+from transferlab.train.precision import Precision
+
+
+class Dispatched(TorchDispatchMode):
+    """Counts the operators dispatched inside the block, the backward pass's included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _clock(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _dispatched(step: Callable[[], None]) -> int:
+    with Dispatched() as counter:
+        step()
+    return counter.count
 
 
 def main() -> None:
@@ -30,23 +60,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = args.device
     torch.manual_seed(0)
     backbone = create_backbone("tf_efficientnet_lite0", pretrained=True)
-    model = TransferModel(backbone, 10).to(memory_format=torch.channels_last)
+    model = TransferModel(backbone, 10).to(device, memory_format=torch.channels_last)
     strategy = parse_strategy("full")
     strategy.freeze(model)
     strategy.set_train_mode(model)
     optimizers = {fused: torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused) for fused in (False, True)}
     normalizer = Normalizer(backbone.preprocessing, channels_last=True)
-    x = normalizer(torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8))
-    y = torch.randint(0, 10, (args.batch,))
+    images = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8)
+    x = normalizer(images, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
     pairs = foldable_pairs(model, lambda: model.outputs_from(x[:1], 0))
+    precision = Precision("auto", device)
 
     def step(fold: Pairs, optimizer: torch.optim.Optimizer) -> None:
-        with folded(fold):
+        with precision.autocast(), folded(fold):
             logits = model.outputs_from(x, 0).logits["label"]
-        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+            loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -55,24 +89,31 @@ def main() -> None:
         "a layer of its own": ([], optimizers[False]),
         "folded": (pairs, optimizers[False]),
         "folded, fused AdamW": (pairs, optimizers[True]),
+        "own layer, fused AdamW": ([], optimizers[True]),
     }
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
         for name, (fold, optimizer) in variants.items():
             step(fold, optimizer)
-            started = time.perf_counter()
+            started = _clock(device)
             for _ in range(args.steps):
                 step(fold, optimizer)
-            best[name] = min(best[name], (time.perf_counter() - started) / args.steps)
+            best[name] = min(best[name], (_clock(device) - started) / args.steps)
+    operators = {
+        name: _dispatched(lambda fold=fold, optimizer=optimizer: step(fold, optimizer))  # type: ignore[misc]
+        for name, (fold, optimizer) in variants.items()
+    }
     norms = sum(isinstance(each, torch.nn.BatchNorm2d) for each in model.modules())
     print(
         f"\ntf_efficientnet_lite0, `full`, batches of {args.batch} at {args.size} px, {torch.get_num_threads()} "
-        f"threads, best of {args.rounds} rounds of {args.steps} steps; {len(pairs)} of {norms} BatchNorms folded"
+        f"threads, {device}, best of {args.rounds} rounds of {args.steps} steps; {len(pairs)} of {norms} "
+        "BatchNorms folded"
     )
-    print(f"{'BatchNorm, optimizer':<22} {'ms/step':>8} {'images/s':>9} {'speed-up':>9}")
+    print(f"{'BatchNorm, optimizer':<22} {'ms/step':>8} {'images/s':>9} {'speed-up':>9} {'ops/step':>9}")
     plain = best["a layer of its own"]
     for name, seconds in best.items():
-        print(f"{name:<22} {1000 * seconds:>8.0f} {args.batch / seconds:>9.1f} {plain / seconds:>8.2f}x")
+        speed = f"{1000 * seconds:>8.1f} {args.batch / seconds:>9.1f} {plain / seconds:>8.2f}x"
+        print(f"{name:<22} {speed} {operators[name]:>9}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(digits, tmp_path) 
     trainer, train, _ = _trainer(digits, tmp_path)
     trainer.strategy.set_train_mode(trainer.model)
     steps = train.batches(seed=0, epoch=0)
-    trainer._step(next(steps))  # the first step reads the frozen norms off one image, once a run
+    trainer._step(next(steps))  # the first step looks at the frozen norms, once a run
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -10,6 +10,14 @@ Autograd differentiates w·s into the same w, γ and β, so the parameters, thei
 the optimizer and the state dict stay those of the unfolded network: only the arithmetic is regrouped, and
 only inside the step's forward pass (`folded`). A BatchNorm in training mode (a network from scratch) runs as
 it is, and so does any layer of a kind listed nowhere below.
+
+The loop folds on a CPU only (`folds_on`). The fold's arithmetic on the weights runs every step, forward and
+back: on Lite0 it more than doubles the operators a step dispatches (1,273 against 587 with the fused update,
+counted by benchmarks/train_step_speed.py). On a GPU each of them is at least one kernel launch, and there
+launches, not arithmetic, set a small step's pace: on an H200 the default fit's step (32 images at 96 px,
+about 10 GFLOP) took up to 37 ms, and at 224 px and batch 128 the folded step reached 0.76x a plain
+channels-last loop, while a BatchNorm there is one fast kernel. Whether folding pays on a GPU after all is
+for train_step_speed.py --device cuda to say.
 """
 
 from __future__ import annotations
@@ -63,6 +71,11 @@ class _AppliedNormAct(BatchNormAct2d):
 
 _CONVOLUTIONS: dict[type, type] = {nn.Conv2d: _FoldedConv2d, Conv2dSame: _FoldedConv2dSame}
 _NORMS: dict[type, type] = {nn.BatchNorm2d: _AppliedNorm, BatchNormAct2d: _AppliedNormAct}
+
+
+def folds_on(device: torch.device) -> bool:
+    """Whether the training loop folds on `device`: where it was measured to pay, a CPU (see above)."""
+    return device.type == "cpu"
 
 
 def foldable_pairs(module: nn.Module, run: Callable[[], object]) -> Pairs:

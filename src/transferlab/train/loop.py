@@ -23,7 +23,7 @@ from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
-from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
+from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded, folds_on
 from transferlab.train.mixing import mix_batch
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.precision import Precision
@@ -191,7 +191,9 @@ class _Step(nn.Module):
     def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.frozen_norms is None:
             x, start, domain = batch.x[:1], batch.start, batch.domain
-            self.frozen_norms = foldable_pairs(self.model, lambda: self.model.outputs_from(x, start, domain))
+            self.frozen_norms = []
+            if folds_on(x.device):
+                self.frozen_norms = foldable_pairs(self.model, lambda: self.model.outputs_from(x, start, domain))
         with folded(self.frozen_norms):
             outputs = self.model.outputs_from(batch.x, batch.start, batch.domain)
         return self.objective(outputs, batch, progress)
