@@ -15,6 +15,7 @@ BENCHMARKS = [
     "frozen_speed.py",
     "accuracy.py",
     "time_to_accuracy.py",
+    "ensemble.py",
     "files_vs_arrays.py",
     "advisor_cost.py",
     "advisor_stability.py",
