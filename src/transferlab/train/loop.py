@@ -52,8 +52,9 @@ class Callback:
         """After each optimizer step; `trainer.state` is that step's."""
 
     def on_loss(self, trainer: Trainer, loss: float, parts: dict[str, float]) -> None:
-        """A finished step's loss and the parts its objective logs. On a GPU they are read a step late
-        (train/readback.py), so `trainer.state` has moved on; every step's arrive before its epoch ends."""
+        """A finished step's loss and the parts its objective logs. They arrive a step late, since reading them
+        at once would stall a GPU (train/readback.py), so `trainer.state` has moved on; every step's arrive
+        before its epoch ends."""
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
 
@@ -359,7 +360,7 @@ class Trainer:
         self._agree()
 
     def _report(self, finished: StepValues) -> None:
-        """A finished step's loss to the callbacks, read a step late on a GPU (train/readback.py). A NaN or infinite
+        """A finished step's loss to the callbacks, read a step late (train/readback.py). A NaN or infinite
         loss stops the run: its update has reached the weights in memory, but every epoch's end reads its last
         step before anything is validated or saved, so what the run dir keeps is the last good model."""
         loss, parts = finished.read()

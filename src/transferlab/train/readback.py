@@ -1,9 +1,9 @@
 """A training step's loss and its parts, read on the host a step late.
 
 Reading a number off a GPU at once (`loss.item()`) makes the CPU wait until the GPU has run everything queued,
-and then the GPU waits, idle, while the CPU launches the next kernels: two stalls a step, where the loop had
-two reads. Copied to the host without waiting, and read once the next step is queued, the number is long there.
-On a CPU the values are read as they are; nothing is deferred there but the callbacks' turn.
+and then the GPU idles while the CPU launches the next kernels; the loop used to do that twice a step. Copied
+to the host without waiting, and read once the next step is queued, the number is long there. On a CPU the
+values need no copy; only the callbacks' turn comes a step late, as on a GPU.
 """
 
 from __future__ import annotations
