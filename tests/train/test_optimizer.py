@@ -74,3 +74,27 @@ def test_a_channels_last_convolution_resumes_its_fused_update_from_a_checkpoint(
     load_checkpoint(tmp_path / "checkpoint.safetensors", resumed, fresh)
     run(2, resumed, fresh)  # the moments come back contiguous from the file: they must take the weight's layout
     torch.testing.assert_close(resumed.weight, whole.weight)
+
+
+def test_a_checkpoint_of_the_per_tensor_update_resumes_fused_onto_the_same_weights(tmp_path) -> None:
+    def built(fused: bool) -> tuple[torch.nn.Linear, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 3)
+        return layer, torch.optim.AdamW(layer.parameters(), lr=0.1, fused=fused)
+
+    def run(steps: int, layer: torch.nn.Linear, optimizer: torch.optim.Optimizer) -> None:
+        for step in range(steps):
+            for p in layer.parameters():
+                p.grad = torch.linspace(-1, 1, p.numel()).view_as(p) * (step + 1)
+            optimizer.step()
+
+    old, optimizer = built(fused=False)  # as every checkpoint before the fused update was written
+    run(2, old, optimizer)
+    save_checkpoint(tmp_path / "checkpoint.safetensors", old, optimizer, TrainState())
+    run(2, old, optimizer)
+    resumed, fused = built(fused=True)  # what build_optimizer makes now
+    load_checkpoint(tmp_path / "checkpoint.safetensors", resumed, fused)
+    assert all(group["fused"] for group in fused.param_groups)  # the code's choice, not the checkpoint's
+    run(2, resumed, fused)
+    torch.testing.assert_close(resumed.weight, old.weight)
+    torch.testing.assert_close(resumed.bias, old.bias)

@@ -86,10 +86,25 @@ def load_checkpoint(
             _, index, name = key.split(".", 2)
             parameter = parameters[int(index)] if int(index) < len(parameters) else None  # else refused below
             slots.setdefault(int(index), {})[name] = _laid_out_as(parameter, value)
-    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
+    # Unequal counts: load_state_dict refuses them, with its own message.
+    saved_and_built = zip(_saved_groups(metadata), optimizer.param_groups, strict=False)
+    groups = [saved | _implementation(built) for saved, built in saved_and_built]
+    optimizer.load_state_dict({"state": slots, "param_groups": groups})
     if scaler is not None and "scaler" in metadata:  # a float16 run goes on at the scale it had found
         scaler.load_state_dict(json.loads(metadata["scaler"]))
     return TrainState(**json.loads(metadata["state"]))
+
+
+def _saved_groups(metadata: dict[str, str]) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = json.loads(metadata["param_groups"])
+    return groups
+
+
+def _implementation(group: dict[str, Any]) -> dict[str, Any]:
+    """How the optimizer as built runs its update (fused, foreach...): the code's choice for this machine, not
+    the checkpoint's, which may come from before the fused update or from another device. The saved groups keep
+    what the run trains with: learning rates, weight decay, betas."""
+    return {key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
 
 
 def _laid_out_as(parameter: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
