@@ -613,6 +613,24 @@ def fit(
     for multi-domain learning (also given as `config.domains`). `target` (or `config.target`): adapt to this
     unlabelled domain with `config.adaptation` (domain adaptation; see adaptation/).
     """
+    saved = RunDir(Path(run_dir)).config
+    if (FitConfig.load(saved) if resume and saved.is_file() else config).ensemble > 1:
+        from transferlab.ensemble import fit_ensemble  # which fits each member through fit_run below
+
+        return fit_ensemble(source, config, Path(run_dir), resume=resume, quiet=quiet)
+    return fit_run(source, config, run_dir, resume=resume, quiet=quiet, target=target)[1]
+
+
+def fit_run(
+    source: Sources | None,
+    config: FitConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    target: Source | None = None,
+) -> tuple[Run, FitResult]:
+    """`fit` of one model: the Run it trained, and what it kept and scored."""
     echo: Echo = _silent if quiet else (lambda msg: print(msg, flush=True))
     run = build_run(source, config, Path(run_dir), resume=resume, echo=echo, target=target)
     chosen = chosen_state(run.run_dir) if resume else None  # a resumed refit: the first training is done
@@ -630,4 +648,4 @@ def fit(
         result = FitResult(
             run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size, refit
         )
-    return result
+    return run, result

@@ -1,10 +1,11 @@
-"""TransferModel: a Backbone plus a new head per task (or per domain); saved as safetensors + JSON, never pickle."""
+"""TransferModel: a Backbone plus a new head per task (or per domain); an Ensemble of such models, fitted to the
+same task; both saved as safetensors + JSON, never pickle."""
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -205,6 +206,53 @@ class TransferModel(nn.Module):
         }
 
 
+class Ensemble(TransferModel):
+    """Members fitted to the same task (fitting.fit_ensemble), predicting together: their class probabilities
+    averaged, handed on as the average's logarithm in place of logits. A softmax of those is the average, so
+    whatever reads a fitted TransferModel's outputs (scoring, the test-time flip, predict, the ONNX export)
+    reads an ensemble unchanged. It is read, never trained: its layers are the members', and it has no stages
+    or heads of its own (TransferModel's constructor, which would build them, is not run)."""
+
+    def __init__(self, members: Sequence[TransferModel]) -> None:
+        nn.Module.__init__(self)
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.test_time_flip = first.test_time_flip
+        self.domains = first.domains
+        # The first member's backbone, for its name and preprocessing: not registered again as a layer of its own
+        object.__setattr__(self, "backbone", first.backbone)
+
+    @property
+    def each(self) -> list[TransferModel]:
+        return [cast(TransferModel, member) for member in self.members]
+
+    @property
+    def head_names(self) -> list[str]:
+        return self.each[0].head_names
+
+    def num_classes_of(self, head: str) -> int:
+        return self.each[0].num_classes_of(head)
+
+    def forward_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return self.outputs_from(x, start).logits[self.head_names[0]]
+
+    def outputs_from(self, x: torch.Tensor, start: int, domain: str | None = None) -> Outputs:
+        """The members' probabilities averaged, as log-probabilities; the first member's pooled features."""
+        outputs = [member.outputs_from(x, start, domain) for member in self.each]
+        tiny = torch.finfo(torch.float32).tiny  # a log of 0 would make the ONNX parity check's difference NaN
+        logits = {
+            name: torch.stack([each.logits[name].float().softmax(dim=1) for each in outputs])
+            .mean(0)
+            .clamp_min(tiny)
+            .log()
+            for name in outputs[0].logits
+        }
+        return Outputs(logits, outputs[0].features)
+
+    def describe(self) -> dict[str, Any]:
+        return self.each[0].describe() | {"members": len(self.members)}
+
+
 def save_model(model: TransferModel, directory: Path, extra: dict[str, Any]) -> None:
     """Write `model.safetensors` then `model.json` (structure + `extra`: classes, strategy, image size...)."""
     directory = Path(directory)
@@ -228,17 +276,30 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
-    """Rebuild a saved model from `model.json` alone, then load its weights strictly."""
+    """Rebuild a saved model (an Ensemble where `model.json` names members) from `model.json` alone, then load
+    its weights strictly."""
     meta = read_meta(directory)
     weights = RunDir(Path(directory)).weights
     if not weights.is_file():
         raise TransferlabError(f"{directory} has no {weights.name}: the run ended before its first checkpoint")
+    members = meta.get("members")
+    model = Ensemble([_built(meta) for _ in range(members)]) if members else _built(meta)
+    state = load_file(weights)
+    if meta["format_version"] == 1:  # its one head was `head`
+        state = {_renamed_v1(key): value for key, value in state.items()}
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+def _built(meta: dict[str, Any]) -> TransferModel:
+    """A model of the structure `meta` describes, its weights random until loaded."""
     backbone = create_backbone(meta["backbone"], pretrained=False)
     backbone.preprocessing = Preprocessing(**{k: _tuple(v) for k, v in meta["preprocessing"].items()})
     backbone.weights_source = meta["weights_source"]
     backbone.pretraining_images = meta.get("pretraining_images")  # not recorded before: not known
     sharing = meta.get("sharing", {})
-    model = TransferModel(
+    return TransferModel(
         backbone,
         meta["heads"],
         dropout=meta["head"]["dropout"],
@@ -248,12 +309,6 @@ def load_model(directory: Path) -> tuple[TransferModel, dict[str, Any]]:
         domain_norms_from=meta.get("domain_norms_from"),
         bottleneck=meta.get("bottleneck"),
     )
-    state = load_file(weights)
-    if meta["format_version"] == 1:  # its one head was `head`
-        state = {_renamed_v1(key): value for key, value in state.items()}
-    model.load_state_dict(state)
-    model.eval()
-    return model, meta
 
 
 def _renamed_v1(key: str) -> str:

@@ -1,0 +1,119 @@
+"""`fit --ensemble N`: members fitted one after another into members/, the ensemble in the run dir predicting
+their averaged probabilities through the usual API and export, and a killed ensemble resumed where it stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+import transferlab.ensemble
+from tests.conftest import TINY, InterruptAt, image_folder
+from transferlab.classifier import load
+from transferlab.cli import main
+from transferlab.config import FitConfig
+from transferlab.errors import ConfigError, Interrupted
+from transferlab.export import TOLERANCE, export_model
+from transferlab.fitting import FitResult, build_run, fit, fit_run, train_run
+
+
+@pytest.fixture(scope="module")
+def folder(digits, tmp_path_factory) -> Path:
+    """train/ and test/ class subfolders of real PNG files."""
+    return image_folder(tmp_path_factory.mktemp("digits"), digits[0][:150], digits[1][:150])
+
+
+def _config(weights: Path, **changes) -> FitConfig:
+    settings = {"backbone": TINY, "weights": str(weights), "strategy": "full", "image_size": 32, "epochs": 2}
+    return FitConfig(**(settings | {"batch_size": 8, "ensemble": 2, "report": False} | changes))
+
+
+@pytest.fixture(scope="module")
+def fitted(folder, tiny_weights, tmp_path_factory) -> FitResult:
+    return fit(folder, _config(tiny_weights), tmp_path_factory.mktemp("ensemble") / "run", quiet=True)
+
+
+def _test_images(folder: Path) -> np.ndarray:
+    paths = sorted((folder / "test").rglob("*.png"))
+    return np.stack([np.asarray(Image.open(path).convert("RGB").resize((32, 32))) for path in paths])
+
+
+def test_an_ensemble_predicts_its_members_averaged_probabilities(folder, fitted) -> None:
+    run = fitted.run_dir
+    members = [load(run / "members" / str(k)) for k in range(2)]
+    seeds = [FitConfig.load(run / "members" / str(k) / "config.yaml").seed for k in range(2)]
+    assert seeds == [0, 1]  # each member its own seed, and so its own split and batches
+    images = _test_images(folder)
+    ensemble = load(run)
+    together = ensemble.predict_proba(images)
+    np.testing.assert_allclose(together, np.mean([m.predict_proba(images) for m in members], axis=0), atol=1e-5)
+    assert not np.allclose(members[0].predict_proba(images), members[1].predict_proba(images), atol=1e-3)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [each["seed"] for each in summary["ensemble"]] == [0, 1] and summary["evaluated_on"] == "test"
+    assert summary["accuracy"] == fitted.scores["accuracy"] == ensemble.evaluate(folder)["accuracy"]
+    weights = load_file(run / "model.safetensors")
+    assert {key.split(".")[1] for key in weights} == {"0", "1"}  # the members' weights, in one file
+
+
+def test_the_commands_take_an_ensemble_as_one_model(folder, fitted, capsys) -> None:
+    image = sorted((folder / "test").rglob("*.png"))[0]
+    capsys.readouterr()
+    assert main(["predict", str(fitted.run_dir), str(image)]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["path"] == str(image) and row["top"][0]["label"] == str(load(fitted.run_dir).predict([image])[0])
+    assert main(["evaluate", str(fitted.run_dir), str(folder)]) == 0
+    assert f"accuracy {fitted.scores['accuracy']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # an ONNX export traces the model with torch.export: seconds
+def test_an_ensemble_exports_to_one_onnx_file_that_predicts_as_it_does(folder, fitted) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime", reason="needs the export extra")
+    export_model(fitted.run_dir, "onnx")  # checks its own parity on the test images
+    session = onnxruntime.InferenceSession(str(fitted.run_dir / "model.onnx"))
+    images = _test_images(folder)[:7]
+    ours = session.run(["label"], {"images": images.transpose(0, 3, 1, 2).copy()})[0]
+    expected = load(fitted.run_dir, inference_precision="32").predict_proba(images)
+    assert np.abs(ours - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("killed", ["in its second epoch", "before it began"])
+def test_an_ensemble_killed_in_its_second_member_resumes_to_the_uninterrupted_one(
+    folder, tiny_weights, tmp_path, monkeypatch, capsys, killed
+) -> None:
+    config = _config(tiny_weights)
+    fit(folder, config, tmp_path / "whole", quiet=True)
+
+    def killed_in_member_two(source, member, run_dir, *, resume, quiet):
+        if run_dir.name == "1" and not resume:  # a Ctrl-C there
+            if killed == "before it began":
+                raise Interrupted("stopped before the second member")
+            run = build_run(source, member, run_dir, echo=lambda _: None)
+            train_run(run, quiet=True, callbacks=[InterruptAt(len(run.train) + 2)])
+        return fit_run(source, member, run_dir, resume=resume, quiet=quiet)
+
+    monkeypatch.setattr(transferlab.ensemble, "fit_run", killed_in_member_two)
+    with pytest.raises(Interrupted):
+        fit(folder, config, tmp_path / "parted", quiet=True)
+    monkeypatch.undo()
+    assert not (tmp_path / "parted" / "model.safetensors").exists()
+    first = tmp_path / "parted" / "members" / "0" / "model.safetensors"
+    written = first.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["fit", "--resume", str(tmp_path / "parted")]) == 0  # the source is recorded in config.yaml
+    assert first.stat().st_mtime_ns == written  # the finished member was not fitted again
+    assert ("resuming at epoch 2" in capsys.readouterr().out) == (killed == "in its second epoch")
+    whole, parted = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "parted"))
+    assert whole.keys() == parted.keys() and all((whole[k] == parted[k]).all() for k in whole)
+
+
+def test_an_ensemble_refuses_what_it_cannot_score_or_combine(digits, tiny_weights, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not with refit"):
+        _config(tiny_weights, refit=True)
+    with pytest.raises(ConfigError, match="at least 1 member"):
+        _config(tiny_weights, ensemble=0)
+    with pytest.raises(ConfigError, match="scored on a test split"):  # arrays: train and validation only
+        fit(digits, _config(tiny_weights), tmp_path / "run", quiet=True)
