@@ -37,7 +37,8 @@ from transferlab.data import load_source
 def fit_member(seed: int, args: argparse.Namespace, out: Path) -> float:
     """Seconds of one whole default fit process."""
     command = [sys.executable, "-m", "transferlab", "fit", "fashion-mnist", f"--per-class={args.per_class}"]
-    command += [f"--seed={seed}", "--no-report", f"--out={out}", *shlex.split(args.flags)]
+    # each process one member: --ensemble 1, whatever members its --time-limit would hold
+    command += [f"--seed={seed}", "--no-report", "--ensemble=1", f"--out={out}", *shlex.split(args.flags)]
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True)
     return time.monotonic() - started

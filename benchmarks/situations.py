@@ -102,7 +102,11 @@ def pretrain_source(out: Path, epochs: int) -> Path:
 
 def run_cell(cell: Cell, work: Path) -> None:
     base = FitConfig(
-        backbone=cell.backbone, image_size=cell.image_size, per_class=cell.per_class, time_limit=cell.time_limit
+        backbone=cell.backbone,
+        image_size=cell.image_size,
+        per_class=cell.per_class,
+        time_limit=cell.time_limit,
+        ensemble=1,  # strategies judged as single models, whatever members the time limit would hold
     )
     data = prepare(load_source(cell.train, per_class=cell.per_class, seed=cell.seeds[0]), cell.image_size)
     advice = advise(open_backbone(cell.backbone), data, seed=cell.seeds[0], device=resolve_device("auto"))

@@ -15,7 +15,9 @@ import transferlab.ensemble
 from tests.conftest import TINY, InterruptAt, image_folder
 from transferlab.classifier import load
 from transferlab.cli import main
+from transferlab.compare import compare
 from transferlab.config import FitConfig
+from transferlab.defaults import members_within
 from transferlab.errors import ConfigError, Interrupted
 from transferlab.export import TOLERANCE, export_model
 from transferlab.fitting import FitResult, build_run, fit, fit_run, train_run
@@ -117,3 +119,85 @@ def test_an_ensemble_refuses_what_it_cannot_score_or_combine(digits, tiny_weight
         _config(tiny_weights, ensemble=0)
     with pytest.raises(ConfigError, match="scored on a test split"):  # arrays: train and validation only
         fit(digits, _config(tiny_weights), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize(
+    ("limit", "first", "members"),
+    [(480, 150, 4), (240, 150, 2), (224, 150, 1), (75, 75, 1), (75, 80, 1), (600, 1, 4), (100, 0, 1)],
+)
+def test_a_time_limit_holds_as_many_members_as_get_half_the_firsts_time(limit, first, members) -> None:
+    assert members_within(limit, first) == members
+
+
+def test_a_time_limit_the_first_member_leaves_unused_goes_to_more_members(
+    folder, tiny_weights, tmp_path, capsys
+) -> None:
+    result = fit(folder, _config(tiny_weights, ensemble=None, time_limit=600, report=True), tmp_path / "run")
+    said = capsys.readouterr().out
+    run = result.run_dir
+    summary = json.loads((run / "summary.json").read_text())
+    first = summary["ensemble"][0]["train_seconds"]
+    assert [each["seed"] for each in summary["ensemble"]] == [0, 1, 2, 3] and result.config.ensemble == 4
+    assert f"the first member trained {first:.0f} s of the 600 s limit: 3 more, of" in said
+    for k in (1, 2, 3):  # the rest of the limit, shared out
+        assert FitConfig.load(run / "members" / str(k) / "config.yaml").time_limit == pytest.approx(
+            (600 - first) / 3, abs=0.01
+        )
+    assert {key.split(".")[1] for key in load_file(run / "model.safetensors")} == {"0", "1", "2", "3"}
+    assert FitConfig.load(run / "config.yaml").ensemble is None  # as asked: a resume decides the count again
+    page = (run / "report.html").read_text()
+    assert "<h2>Members</h2>" in page and "members/3" in page and "<h2>Training</h2>" in page  # the first's curves
+    assert f"{100 * summary['ensemble'][3]['accuracy']:.2f}%" in page
+
+
+def test_a_time_limit_with_nothing_to_score_an_ensemble_on_keeps_one_run(
+    digits, tiny_weights, tmp_path, capsys
+) -> None:
+    result = fit(digits, _config(tiny_weights, ensemble=None, time_limit=600, epochs=1), tmp_path / "run")
+    assert "one model: an ensemble is scored on a test split, and this source has none" in capsys.readouterr().out
+    run = result.run_dir
+    assert not (run / "members").exists() and result.config.ensemble == 1  # the member's files, moved up
+    assert {"checkpoint.safetensors", "metrics.jsonl", "data.json", "model.safetensors"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] == 1
+    assert FitConfig.load(run / "config.yaml").ensemble is None and FitConfig.load(run / "config.yaml").epochs == 1
+
+
+@pytest.mark.parametrize("step", ["copying the model up", "removing the emptied member folder"])
+def test_a_run_killed_while_its_one_member_moves_up_resumes_to_one_run(
+    digits, tiny_weights, tmp_path, monkeypatch, step
+) -> None:
+    config = _config(tiny_weights, ensemble=None, time_limit=600, epochs=1)
+    whole = fit(digits, config, tmp_path / "whole", quiet=True)
+    broken = "write_bytes_atomic" if step == "copying the model up" else "shutil.rmtree"
+
+    def killed(*args, **kwargs):
+        raise Interrupted(f"killed {step}")
+
+    monkeypatch.setattr(f"transferlab.ensemble.{broken}", killed)
+    with pytest.raises(Interrupted):
+        fit(digits, config, tmp_path / "parted", quiet=True)
+    monkeypatch.undo()
+    resumed = fit(digits, config, tmp_path / "parted", resume=True, quiet=True)
+    assert resumed.scores["accuracy"] == whole.scores["accuracy"] and resumed.state.epoch == 1
+    images = digits[0][:20]
+    np.testing.assert_array_equal(
+        load(tmp_path / "parted").predict_proba(images), load(whole.run_dir).predict_proba(images)
+    )
+
+
+def test_a_single_run_under_a_time_limit_resumes_as_one(digits, tiny_weights, tmp_path) -> None:
+    """A run dir with a checkpoint of its own (one from before automatic members, or a torchrun's) stays one run."""
+    config = _config(tiny_weights, ensemble=None, time_limit=600, epochs=2)
+    run = build_run(digits, config, tmp_path / "run", echo=lambda _: None)
+    with pytest.raises(Interrupted):
+        train_run(run, quiet=True, callbacks=[InterruptAt(3)])
+    result = fit(digits, config, tmp_path / "run", resume=True, quiet=True)
+    assert not (tmp_path / "run" / "members").exists() and result.state.epoch == 2
+
+
+def test_compare_fits_one_model_a_strategy_whatever_its_time_limit_holds(folder, tiny_weights, tmp_path) -> None:
+    config = _config(tiny_weights, ensemble=None, time_limit=600, epochs=1)
+    rows = compare(folder, ["head", "full"], config, tmp_path)
+    assert [row["strategy"] for row in rows] == ["head", "full"] and not list(tmp_path.rglob("members"))

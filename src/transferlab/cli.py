@@ -25,6 +25,16 @@ class _Parser(argparse.ArgumentParser):
 # The settings only `fit` reads (several heads, a refit), and those only domain adaptation reads.
 FIT_FIELDS = {"tasks", "domains", "weighting", "sharing", "soft_l2", "domain_batchnorm", "refit"}
 ADAPT_FIELDS = {"target", "adaptation", "transfer_weight", "bottleneck", "source_weighting", "validation"}
+# What an unset setting means in `fit --help`: most are chosen from the data (defaults.py); these are not.
+UNSET_MEANS = {
+    "tasks": "one label",
+    "target": "none",
+    "bottleneck": "none",
+    "weights": "the backbone's pretrained weights",
+    "time_limit": "none",
+    "per_class": "all",
+    "ensemble": "one model, or as many as --time-limit holds",
+}
 TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"
 # As `adapt` names them, with their choices.
 ADAPT_FLAGS = {
@@ -60,7 +70,8 @@ def _add_fit_flags(parser: argparse.ArgumentParser, adapt: bool = False) -> None
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {shown}")
             continue
         kind = {"int | None": int, "int": int, "float": float, "float | None": float}.get(str(field.type), str)
-        parser.add_argument(flag, type=kind, default=None, help=f"default: {field.default}")
+        unset = UNSET_MEANS.get(field.name, "automatic") if field.default is None else field.default
+        parser.add_argument(flag, type=kind, default=None, help=f"default: {unset}")
 
 
 def _fit_config(args: argparse.Namespace) -> FitConfig:

@@ -24,7 +24,10 @@ def compare(source: Source, strategies: list[str], config: FitConfig, out: Path,
     rows = []
     for name in strategies:
         start = time.monotonic()
-        result = fit(source, config.updated(strategy=name), Path(out) / name.replace(":", "-"), quiet=quiet)
+        # One model a strategy unless an ensemble is asked for: a time limit's automatic members would come in
+        # different counts for strategies of different paces, and blur the comparison.
+        each = config.updated(strategy=name, ensemble=config.ensemble or 1)
+        result = fit(source, each, Path(out) / name.replace(":", "-"), quiet=quiet)
         rows.append(
             {
                 # `auto` shows what the advisor chose: "auto: full"

@@ -50,7 +50,9 @@ class FitConfig:
     `auto` is bfloat16 where the device computes it in hardware (a CPU with AVX-512 BF16 or AMX, a GPU), else
     float32; `32` is float32 everywhere (train/precision.py). `ensemble`: fit that many members, one after
     another, with seeds `seed`, `seed + 1`, ... (each its own train/validation split), the first's decisions
-    and an equal share of `time_limit` for each, and predict with their probabilities averaged (ensemble.py).
+    and an equal share of `time_limit` for each, and predict with their probabilities averaged (ensemble.py);
+    unset, one model, unless a `time_limit` holds more: the first member trains with the whole limit, and what
+    it leaves goes to further members (defaults.members_within).
     `refit`: once
     validation has chosen the epoch, train the same recipe again from the start, on the training and
     validation images together, up to that epoch, and keep that model (fitting.refit_run). `keep_by`: the
@@ -114,7 +116,7 @@ class FitConfig:
     per_class: int | None = None
     val_fraction: float = 0.2
     refit: bool = False
-    ensemble: int = 1  # 4 members predict 4x slower; --ensemble 4 --time-limit 400: 89.15%, 3 seeds (benchmarks)
+    ensemble: int | None = None  # 4 members predict 4x slower; --ensemble 4 --time-limit 400: 89.15%, 3 seeds
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"
@@ -199,9 +201,9 @@ class FitConfig:
             raise ConfigError("mix blends one task's labels: drop it with tasks, domains or a target")
 
     def _check_ensemble(self) -> None:
-        if self.ensemble < 1:
+        if self.ensemble is not None and self.ensemble < 1:
             raise ConfigError(f"ensemble must be at least 1 member, got {self.ensemble}")
-        if self.ensemble > 1:
+        if self.ensemble is not None and self.ensemble > 1:
             for name in ("refit", "tasks", "domains", "target"):
                 if getattr(self, name):
                     raise ConfigError(f"an ensemble is of single-task fits: not with {name}")

@@ -8,6 +8,11 @@ safetensors file) and its scores on the test split, so `evaluate`, `predict` and
 one model. On Fashion-MNIST at 100 labelled images per class, four members at a 100 s limit each scored 89.40%
 where one scored 87.0-87.4% (benchmarks/ensemble.py).
 
+With `--ensemble` unset, a `--time-limit` decides the count: the first member trains with the whole limit,
+and the time its schedule leaves goes to further members (defaults.members_within), so that a long limit
+buys a better model rather than idling. Where too little is left, the one member's files move up and the run
+dir is a single run, as without a limit.
+
 Resume: members whose run dir holds a checkpoint resume from it (a finished one trains no further), the others
 start; a killed ensemble loses at most the epoch its current member was in.
 """
@@ -15,15 +20,18 @@ start; a killed ensemble loses at most the epoch its current member was in.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transferlab._atomic import write_json_atomic
+from transferlab._atomic import write_bytes_atomic, write_json_atomic
 from transferlab.config import FitConfig
+from transferlab.defaults import members_within
 from transferlab.errors import ConfigError
-from transferlab.fitting import FitResult, Sources, fit_run
+from transferlab.fitting import FitResult, Run, Sources, fit_run
 from transferlab.model import Ensemble, read_meta, save_model
+from transferlab.report.html import write_report
 from transferlab.rundir import RunDir
 from transferlab.scoring import evaluate_run
 
@@ -31,7 +39,8 @@ from transferlab.scoring import evaluate_run
 def fit_ensemble(
     source: Sources | None, config: FitConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False
 ) -> FitResult:
-    """Fit `config.ensemble` members into `run_dir/members/`, then keep and score their ensemble in `run_dir`."""
+    """Fit `config.ensemble` members into `run_dir/members/` (unset: as many as `config.time_limit` holds, see
+    defaults.members_within), then keep and score their ensemble in `run_dir`."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("an ensemble fits its members one after another, in one process: run it without torchrun")
     if resume:
@@ -42,40 +51,105 @@ def fit_ensemble(
             config = config.updated(source=str(source))
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(RunDir(run_dir).config)
-    count = config.ensemble
-    share = config.time_limit / count if config.time_limit else None
-    settings = config.updated(ensemble=1, time_limit=share, report=False)
-    runs, results = [], []
-    for index in range(count):
-        member_dir = run_dir / "members" / str(index)
-        again = resume and RunDir(member_dir).checkpoint.is_file()
-        if not quiet:
-            print(f"member {index + 1} of {count} (seed {config.seed + index}): {member_dir}", flush=True)
-        run, result = fit_run(source, settings.updated(seed=config.seed + index), member_dir, resume=again, quiet=quiet)
-        if index == 0:
-            _check_scorable(run.data.sources[""].splits)
-            settings = result.config.updated(report=False)  # the first member's resolved decisions, for the rest
+    limit, count = config.time_limit, config.ensemble
+    settings = config.updated(ensemble=1, time_limit=limit / count if limit and count else limit, report=False)
+    first_run, first = _member(0, count, source, settings, run_dir, resume, quiet)
+    count = _count(config, first, "test" in first_run.data.sources[""].splits, quiet)
+    share = (limit - first.state.elapsed) / (count - 1) if config.ensemble is None and limit and count > 1 else None
+    settings = first.config.updated(report=False, time_limit=share or settings.time_limit)  # the first's decisions
+    runs, results = [first_run], [first]
+    for index in range(1, count):
+        run, result = _member(index, count, source, settings, run_dir, resume, quiet)
         runs.append(run)
         results.append(result)
-    ensemble = Ensemble([result.model for result in results])
-    first = read_meta(results[0].run_dir)
-    described = ensemble.describe()
-    save_model(ensemble, run_dir, {k: v for k, v in first.items() if k not in described and k != "format_version"})
-    scores = evaluate_run(replace(runs[-1], model=ensemble, run_dir=run_dir))  # every member's test split is one
+    if count == 1:  # the time limit held one model: the run dir becomes that single run
+        _promote(first.run_dir, run_dir)
+        first = replace(first, run_dir=run_dir, config=first.config.updated(report=config.report))
+    else:
+        first = _keep(config, runs, results, run_dir, quiet)
+    if config.report:
+        report = write_report(run_dir)
+        if not quiet:
+            print(f"report: {report}")
+    return first
+
+
+def _count(config: FitConfig, first: FitResult, scorable: bool, quiet: bool) -> int:
+    """The member count: as asked, or as many as the time limit holds once the first has trained."""
+    if config.ensemble is not None:
+        if not scorable:
+            raise ConfigError(
+                "an ensemble is scored on a test split, and this source has none: each member's validation split "
+                "holds images the other members trained on"
+            )
+        return config.ensemble
+    assert config.time_limit is not None, "fits_an_ensemble: an automatic count needs a time limit"
+    count = members_within(config.time_limit, first.state.elapsed) if scorable else 1
+    if not quiet:
+        print(_count_note(count, config.time_limit, first.state.elapsed, scorable), flush=True)
+    return count
+
+
+def _keep(config: FitConfig, runs: list[Run], results: list[FitResult], run_dir: Path, quiet: bool) -> FitResult:
+    """Save the members' Ensemble in `run_dir` and score it on the test split (every member's is the same one)."""
+    model = Ensemble([result.model for result in results])
+    first, last = results[0], results[-1]
+    described = model.describe()
+    meta = read_meta(first.run_dir)
+    save_model(model, run_dir, {k: v for k, v in meta.items() if k not in described and k != "format_version"})
+    scores = evaluate_run(replace(runs[-1], model=model, run_dir=run_dir))
     write_json_atomic(RunDir(run_dir).summary, _summary(config, results, scores))
     if not quiet:
         alone = ", ".join(f"{100 * result.scores['accuracy']:.2f}%" for result in results)
-        print(f"{scores['split']}: ensemble of {count}: accuracy {scores['accuracy']:.4f} (each alone: {alone})")
-    last = results[-1]
-    return FitResult(run_dir, ensemble, last.heads, config, last.strategy, last.state, scores, last.image_size)
+        print(f"{scores['split']}: ensemble of {len(results)}: accuracy {scores['accuracy']:.4f} (each alone: {alone})")
+    resolved = first.config.updated(ensemble=len(results), time_limit=config.time_limit, report=config.report)
+    return FitResult(run_dir, model, last.heads, resolved, last.strategy, last.state, scores, last.image_size)
 
 
-def _check_scorable(splits: dict[str, Any]) -> None:
-    if "test" not in splits:
-        raise ConfigError(
-            "an ensemble is scored on a test split, and this source has none: each member's validation split "
-            "holds images the other members trained on"
+def _promote(member_dir: Path, run_dir: Path) -> None:
+    """Move the one member's files up into the run dir, in an order that a kill at any point leaves resumable:
+    until the checkpoint moves, a resume finds the member (its model and settings still in place) and
+    finishes it again; after, it finds a single run, whose model is already beside it."""
+    member, run = RunDir(member_dir), RunDir(run_dir)
+    last = {member.checkpoint, member.config, member.weights, member.meta}
+    for path in sorted(member_dir.iterdir()):
+        if path not in last:
+            path.replace(run_dir / path.name)
+    for path in (member.weights, member.meta):
+        write_bytes_atomic(run_dir / path.name, path.read_bytes())
+    # ensemble unset, as asked: should the checkpoint not have moved yet, a resume goes through the member again
+    staged = member_dir / f".{member.config.name}.promoted"
+    replace(FitConfig.load(member.config), ensemble=None).save(staged)  # updated() skips a None
+    staged.replace(run.config)
+    member.checkpoint.replace(run.checkpoint)
+    shutil.rmtree(run_dir / "members")
+
+
+def _member(
+    index: int, count: int | None, source: Sources | None, settings: FitConfig, run_dir: Path, resume: bool, quiet: bool
+) -> tuple[Run, FitResult]:
+    """Fit member `index` (seed `settings.seed + index`) into `run_dir/members/index`, resuming it where it has a
+    checkpoint."""
+    member_dir = run_dir / "members" / str(index)
+    again = resume and RunDir(member_dir).checkpoint.is_file()
+    if not quiet:
+        of = f" of {count}" if count else " (the time limit decides how many follow)"
+        print(f"member {index + 1}{of} (seed {settings.seed + index}): {member_dir}", flush=True)
+    return fit_run(source, settings.updated(seed=settings.seed + index), member_dir, resume=again, quiet=quiet)
+
+
+def _count_note(count: int, limit: float, first: float, scorable: bool) -> str:
+    if not scorable:
+        return "one model: an ensemble is scored on a test split, and this source has none"
+    if count == 1:
+        return (
+            f"one model: the first trained {first:.0f} s of the {limit:g} s limit, and what is left holds no "
+            f"second member (one needs half the first's time, {first / 2:.0f} s)"
         )
+    return (
+        f"the first member trained {first:.0f} s of the {limit:g} s limit: {count - 1} more, of "
+        f"{(limit - first) / (count - 1):.0f} s each, their probabilities averaged (--ensemble 1: one model)"
+    )
 
 
 def _summary(config: FitConfig, results: list[FitResult], scores: dict[str, Any]) -> dict[str, Any]:

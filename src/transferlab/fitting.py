@@ -31,7 +31,7 @@ from transferlab.data import Dataset, PreparedData, load_source
 from transferlab.data.sources import Source
 from transferlab.data.summary import summarize
 from transferlab.data.transforms import PRESETS
-from transferlab.defaults import EMA_EPOCHS, resolve
+from transferlab.defaults import EMA_EPOCHS, fits_an_ensemble, resolve
 from transferlab.distributed import World, join
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.fitdata import FitData
@@ -613,8 +613,11 @@ def fit(
     for multi-domain learning (also given as `config.domains`). `target` (or `config.target`): adapt to this
     unlabelled domain with `config.adaptation` (domain adaptation; see adaptation/).
     """
-    saved = RunDir(Path(run_dir)).config
-    if (FitConfig.load(saved) if resume and saved.is_file() else config).ensemble > 1:
+    files = RunDir(Path(run_dir))
+    asked = FitConfig.load(files.config) if resume and files.config.is_file() else config
+    # An ensemble's run dir holds no checkpoint of its own (its members do): one that does is a single run.
+    single_before = resume and files.checkpoint.is_file()
+    if target is None and not single_before and fits_an_ensemble(asked):
         from transferlab.ensemble import fit_ensemble  # which fits each member through fit_run below
 
         return fit_ensemble(source, config, Path(run_dir), resume=resume, quiet=quiet)

@@ -50,11 +50,13 @@ def render(run_dir: Path) -> str:
     files = RunDir(run_dir)
     summary = _json(files.summary) or {}
     scores = _json(files.scores) or {}
+    first = RunDir(run_dir / "members" / "0") if "ensemble" in summary else files  # whose data, advice, curves
     sections = [
         _headline(run_dir, summary, scores),
-        _data(_json(files.data)),
-        _advice(_json(files.advice)),
-        _training(_metrics(files.metrics)),
+        _members(summary.get("ensemble", [])),
+        _data(_json(first.data)),
+        _advice(_json(first.advice)),
+        _training(_metrics(first.metrics)),
         *_heads(scores),
         _compare(run_dir),
         _config(files.config),
@@ -87,7 +89,9 @@ def _headline(run_dir: Path, summary: dict[str, Any], scores: dict[str, Any]) ->
 
 def _kept(summary: dict[str, Any]) -> str:
     """Which model the run kept: validation's epoch, or a refit on training and validation images."""
-    refit = summary.get("refit")
+    refit, members = summary.get("refit"), summary.get("ensemble", [])
+    if len(members) > 1:
+        return f"an ensemble: the mean of {len(members)} members' class probabilities"
     if refit is None:
         return f"epoch {summary.get('best_epoch')}"
     chosen = refit["selected"]
@@ -95,6 +99,22 @@ def _kept(summary: dict[str, Any]) -> str:
         f"a refit on {refit['train_images']} training and validation images, to epoch {refit['epochs']} of "
         f"{refit['schedule_epochs']}; the model validation chose scored {chosen['split']} accuracy "
         f"{100 * chosen['accuracy']:.2f}%"
+    )
+
+
+def _members(members: list[dict[str, Any]]) -> str:
+    """An ensemble's members, each an ordinary run dir: the first's curves are the ones shown below."""
+    if len(members) < 2:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(m['run_dir'])}</td><td class='n'>{m['seed']}</td><td class='n'>{100 * m['accuracy']:.2f}%</td>"
+        f"<td class='n'>{m['train_seconds']:.0f}</td><td>{_e(m['stop_reason'])}</td></tr>"
+        for m in members
+    )
+    return (
+        "<section id='members'><h2>Members</h2><p class='note'>each alone; the data, advice and training curves "
+        f"below are the first member's</p><table><tr><th>run dir</th><th>seed</th><th>accuracy</th><th>training s"
+        f"</th><th>stopped</th></tr>{rows}</table></section>"
     )
 
 
