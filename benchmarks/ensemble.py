@@ -1,9 +1,10 @@
 """What a longer time budget could buy beyond one model: several default fits of one task, combined.
 
-Each member is a whole `transferlab fit fashion-mnist --per-class N --seed S --no-report` process, one after
-another (each seed also draws its own train/validation split of the same labelled images), timed as a user
-would. Then, on all 10,000 test images, through the public API (`load(...).predict_proba`, so each member
-scores as `predict` would: its flip, bfloat16 where the CPU has it):
+Each member is a whole `transferlab fit fashion-mnist --per-class N --seed S --sample-seed S0 --no-report`
+process, one after another, timed as a user would. S0, the first seed, draws the labelled images, the same
+for every member; each seed draws its own train/validation split of them. Then, on all 10,000 test images,
+through the public API (`load(...).predict_proba`, so each member scores as `predict` would: its flip,
+bfloat16 where the CPU has it):
 
 - each member alone;
 - the first k members' probabilities averaged (an ensemble: k models to run at prediction);
@@ -34,11 +35,13 @@ from transferlab import TransferClassifier, load
 from transferlab.data import load_source
 
 
-def fit_member(seed: int, args: argparse.Namespace, out: Path) -> float:
+def fit_member(seed: int, sample_seed: int, args: argparse.Namespace, out: Path) -> float:
     """Seconds of one whole default fit process."""
     command = [sys.executable, "-m", "transferlab", "fit", "fashion-mnist", f"--per-class={args.per_class}"]
-    # each process one member: --ensemble 1, whatever members its --time-limit would hold
-    command += [f"--seed={seed}", "--no-report", "--ensemble=1", f"--out={out}", *shlex.split(args.flags)]
+    # each process one member: --ensemble 1, whatever members its --time-limit would hold; every member the
+    # same labelled images (--sample-seed), each its own split of them (--seed)
+    command += [f"--seed={seed}", f"--sample-seed={sample_seed}", "--no-report", "--ensemble=1", f"--out={out}"]
+    command += shlex.split(args.flags)
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True)
     return time.monotonic() - started
@@ -73,9 +76,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ensemble-") as temp:
         runs, seconds = args.runs or [], args.seconds or []
         if not runs:
-            for seed in (int(s) for s in args.seeds.split(",")):
+            seeds = [int(s) for s in args.seeds.split(",")]
+            for seed in seeds:
                 runs.append(Path(temp) / f"seed-{seed}")
-                seconds.append(fit_member(seed, args, runs[-1]))
+                seconds.append(fit_member(seed, seeds[0], args, runs[-1]))
                 print(f"  member seed {seed}: {seconds[-1]:.0f} s", flush=True)
         models = [load(run) for run in runs]
         assert all([str(c) for c in model.classes_] == dataset.classes for model in models), "columns = labels"

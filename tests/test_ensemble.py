@@ -17,6 +17,7 @@ from transferlab.classifier import load
 from transferlab.cli import main
 from transferlab.compare import compare
 from transferlab.config import FitConfig
+from transferlab.data import load_source
 from transferlab.defaults import members_within
 from transferlab.errors import ConfigError, Interrupted
 from transferlab.export import TOLERANCE, export_model
@@ -201,3 +202,16 @@ def test_compare_fits_one_model_a_strategy_whatever_its_time_limit_holds(folder,
     config = _config(tiny_weights, ensemble=None, time_limit=600, epochs=1)
     rows = compare(folder, ["head", "full"], config, tmp_path)
     assert [row["strategy"] for row in rows] == ["head", "full"] and not list(tmp_path.rglob("members"))
+
+
+def test_an_ensembles_members_learn_from_the_same_labelled_images(folder, tiny_weights, tmp_path) -> None:
+    """--per-class draws the labelled images by the sample seed, which every member shares: only the split of
+    them into training and validation images is each member's own."""
+    run = fit(folder, _config(tiny_weights, per_class=12, epochs=1), tmp_path / "run", quiet=True).run_dir
+    drawn = []
+    for k in range(2):
+        member = FitConfig.load(run / "members" / str(k) / "config.yaml")
+        data = load_source(folder, per_class=member.per_class, seed=member.seed, sample_seed=member.sample_seed)
+        drawn.append((set(data.splits["train"].paths or []) | set(data.splits["val"].paths or []), data))
+    assert drawn[0][0] == drawn[1][0] and len(drawn[0][0]) == 12 * 3
+    assert drawn[0][1].splits["val"].paths != drawn[1][1].splits["val"].paths

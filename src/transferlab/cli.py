@@ -33,6 +33,7 @@ UNSET_MEANS = {
     "weights": "the backbone's pretrained weights",
     "time_limit": "none",
     "per_class": "all",
+    "sample_seed": "--seed",
     "ensemble": "one model, or as many as --time-limit holds",
 }
 TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"

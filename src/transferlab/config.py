@@ -51,6 +51,7 @@ class FitConfig:
     float32; `32` is float32 everywhere (train/precision.py). `ensemble`: fit that many members, one after
     another, with seeds `seed`, `seed + 1`, ... (each its own train/validation split), the first's decisions
     and an equal share of `time_limit` for each, and predict with their probabilities averaged (ensemble.py);
+    the members share `sample_seed` (unset: `seed`), so that `per_class` draws them the same labelled images;
     unset, one model, unless a `time_limit` holds more: the first member trains with the whole limit, and what
     it leaves goes to further members (defaults.members_within).
     `refit`: once
@@ -118,6 +119,7 @@ class FitConfig:
     refit: bool = False
     ensemble: int | None = None  # 4 members predict 4x slower; --ensemble 4 --time-limit 400: 89.15%, 3 seeds
     seed: int = 0
+    sample_seed: int | None = None  # which images `per_class` keeps; unset, `seed` (data/sources.load_source)
     channels_last: bool = True
     precision: str = "auto"
     inference_precision: str = "auto"

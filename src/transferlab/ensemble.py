@@ -1,7 +1,8 @@
 """`fit --ensemble N`: N members fitted one after another, predicting with their probabilities averaged.
 
 Member k is an ordinary run in `RUN_DIR/members/k`, with seed `seed + k`, so it draws its own train/validation
-split of the same labelled images and its own batches. The first member takes the advisor's decisions; the
+split and its own batches, of the same labelled images: the members share the `sample_seed` that chooses
+which images `per_class` keeps. The first member takes the advisor's decisions; the
 others are fitted with the first's resolved settings, so the advisor runs once. Each gets an equal share of
 `--time-limit`. The run dir itself holds the Ensemble (model.Ensemble: the members' weights in one
 safetensors file) and its scores on the test split, so `evaluate`, `predict` and `export` take it as they take
@@ -52,7 +53,11 @@ def fit_ensemble(
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(RunDir(run_dir).config)
     limit, count = config.time_limit, config.ensemble
-    settings = config.updated(ensemble=1, time_limit=limit / count if limit and count else limit, report=False)
+    # One draw of `per_class` labelled images for every member; each its own train/validation split of them
+    sample = config.seed if config.sample_seed is None else config.sample_seed
+    settings = config.updated(
+        ensemble=1, time_limit=limit / count if limit and count else limit, report=False, sample_seed=sample
+    )
     first_run, first = _member(0, count, source, settings, run_dir, resume, quiet)
     count = _count(config, first, "test" in first_run.data.sources[""].splits, quiet)
     share = (limit - first.state.elapsed) / (count - 1) if config.ensemble is None and limit and count > 1 else None

@@ -137,7 +137,12 @@ def _load(sources: Sources, config: FitConfig) -> dict[str, Dataset]:
 
     def load(source: Source, tasks: list[str] | None = None) -> Dataset:
         return load_source(
-            source, tasks=tasks, per_class=config.per_class, seed=config.seed, val_fraction=config.val_fraction
+            source,
+            tasks=tasks,
+            per_class=config.per_class,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            sample_seed=config.sample_seed,
         )
 
     if isinstance(sources, Mapping):

@@ -135,6 +135,17 @@ def test_per_class_is_deterministic_by_seed_and_then_val_is_carved(tmp_path: Pat
     assert set(first.splits["train"].paths or []) != set(other.splits["train"].paths or [])
 
 
+def test_one_sample_seed_and_several_seeds_split_the_same_labelled_images_apart(tmp_path: Path) -> None:
+    root = class_folders(tmp_path / "d", {"a": 30, "b": 30})
+    first, second = (load_source(root, per_class=10, seed=s, sample_seed=7) for s in (1, 2))
+    kept = [set(d.splits["train"].paths or []) | set(d.splits["val"].paths or []) for d in (first, second)]
+    assert kept[0] == kept[1] and len(kept[0]) == 20  # the same 10 a class
+    assert set(first.splits["val"].paths or []) != set(second.splits["val"].paths or [])  # each its own split
+    assert kept[0] != set(load_source(root, per_class=10, seed=1).splits["train"].paths or []) | set(
+        load_source(root, per_class=10, seed=1).splits["val"].paths or []
+    )  # unset, the sample follows the seed
+
+
 def test_per_class_never_subsamples_test(tmp_path: Path) -> None:
     root = tmp_path / "d"
     class_folders(root / "train", {"a": 20, "b": 20})

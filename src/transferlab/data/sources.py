@@ -30,6 +30,7 @@ def load_source(
     per_class: int | None = None,
     seed: int = 0,
     val_fraction: float = 0.2,
+    sample_seed: int | None = None,
 ) -> Dataset:
     """Read `source` into a Dataset with train, val (given, or carved from train) and, when known, test.
 
@@ -38,9 +39,10 @@ def load_source(
 
     A `str` that names a built-in (see BUILTINS) loads it, even where a folder of that name exists: write
     './digits' for the folder. `per_class` keeps that many images of each class from train and val together,
-    chosen by `seed`, before val is carved, so train+val hold `per_class` images per class (of several tasks,
-    at least that many labels per class of every task); test stays whole.
-    `val_fraction` of each class becomes val when the source has no val split (0 carves none).
+    chosen by `sample_seed` (unset: `seed`), before val is carved, so train+val hold `per_class` images per
+    class (of several tasks, at least that many labels per class of every task); test stays whole.
+    `val_fraction` of each class becomes val when the source has no val split (0 carves none), chosen by
+    `seed`: one `sample_seed` and several seeds are several splits of the same labelled images.
     """
     if per_class is not None and per_class < 1:
         raise ConfigError(f"per_class must be at least 1, got {per_class}")
@@ -51,7 +53,7 @@ def load_source(
     _check_classes(dataset)
     splits = dict(dataset.splits)
     if per_class is not None:
-        splits.update(per_class_subset(splits, per_class, seed))
+        splits.update(per_class_subset(splits, per_class, seed if sample_seed is None else sample_seed))
     if "val" not in splits and val_fraction > 0:
         splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed)
     dataset.splits = {name: splits[name] for name in SPLITS if name in splits}
