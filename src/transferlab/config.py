@@ -117,7 +117,7 @@ class FitConfig:
     per_class: int | None = None
     val_fraction: float = 0.2
     refit: bool = False
-    ensemble: int | None = None  # 4 members predict 4x slower; --ensemble 4 --time-limit 400: 89.15%, 3 seeds
+    ensemble: int | None = None  # 4 members predict 2.6x slower; --time-limit 480: 88.12%, 3 seeds (benchmarks)
     seed: int = 0
     sample_seed: int | None = None  # which images `per_class` keeps; unset, `seed` (data/sources.load_source)
     channels_last: bool = True

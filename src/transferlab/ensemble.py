@@ -6,8 +6,7 @@ which images `per_class` keeps. The first member takes the advisor's decisions; 
 others are fitted with the first's resolved settings, so the advisor runs once. Each gets an equal share of
 `--time-limit`. The run dir itself holds the Ensemble (model.Ensemble: the members' weights in one
 safetensors file) and its scores on the test split, so `evaluate`, `predict` and `export` take it as they take
-one model. On Fashion-MNIST at 100 labelled images per class, four members at a 100 s limit each scored 89.40%
-where one scored 87.0-87.4% (benchmarks/ensemble.py).
+one model.
 
 With `--ensemble` unset, a `--time-limit` decides the count: the first member trains with the whole limit,
 and the time its schedule leaves goes to further members (defaults.members_within), so that a long limit
