@@ -68,14 +68,14 @@ def fit_ensemble(
         results.append(result)
     if count == 1:  # the time limit held one model: the run dir becomes that single run
         _promote(first.run_dir, run_dir)
-        first = replace(first, run_dir=run_dir, config=first.config.updated(report=config.report))
+        kept = replace(first, run_dir=run_dir, config=first.config.updated(report=config.report))
     else:
-        first = _keep(config, runs, results, run_dir, quiet)
+        kept = _keep(config, runs, results, run_dir, quiet)
     if config.report:
         report = write_report(run_dir)
         if not quiet:
             print(f"report: {report}")
-    return first
+    return kept
 
 
 def _count(config: FitConfig, first: FitResult, scorable: bool, quiet: bool) -> int:
