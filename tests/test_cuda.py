@@ -5,24 +5,30 @@ a session lent a GPU runs them through benchmarks/gpu_session.sh. The code under
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from tests.conftest import TINY, InterruptAt
 from tests.test_fitting import _config as fit_config
+from tests.test_inference import _with_statistics
+from tests.train.test_frozen_norm import _BatchNormCalls
 from tests.train.test_precision import Spy
 from transferlab.backbones import create_backbone
 from transferlab.classifier import load
 from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
+from transferlab.data.transforms import Normalizer
 from transferlab.errors import Interrupted
 from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.batches import ImageBatches
+from transferlab.train.frozen_norm import frozen_norms
 from transferlab.train.inputs import make_batches
 from transferlab.train.loop import Trainer
 
@@ -58,6 +64,15 @@ def test_auto_precision_trains_in_bfloat16_on_the_gpu_from_a_cache_that_lives_th
     assert any(not torch.equal(p, b) for p, b in zip(parameters, before, strict=True))  # it trained
 
 
+def _host_waits(run: Callable[[], object]) -> list[str]:
+    """The CUDA runtime calls inside `run()` that make the CPU wait for the GPU's whole queue, as torch.profiler
+    records them (its sync debug mode misses some: a CPU index into a GPU tensor, for one)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run()
+    waits = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")  # cudaMemcpy: a blocking copy
+    return [event.name for event in profiler.events() if event.name in waits]
+
+
 def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(digits, tmp_path) -> None:
     """The GPU stays busy only while the CPU queues work ahead of it: a step reads no number off the GPU
     (train/readback.py) and copies nothing to it synchronously (batches._to)."""
@@ -68,11 +83,59 @@ def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(digits, tmp_path) 
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(3):
-            trainer._step(next(steps))
+        waits = _host_waits(lambda: [trainer._step(next(steps)) for _ in range(3)])
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert trainer.state.global_step == 4
+    assert trainer.state.global_step == 4 and waits == []
+
+
+def test_batches_from_labels_on_the_gpu_never_make_the_cpu_wait(digits) -> None:
+    """Labels that live on the GPU (throughput.py makes them there) are indexed without a blocking copy."""
+    data = prepare(load_source(digits, per_class=30), 32).splits["train"]
+    normalizer = Normalizer(create_backbone(TINY, pretrained=False).preprocessing)
+    train = ImageBatches(data.images, data.labels.cuda(), normalizer, 16, shuffle=True, device="cuda")
+    steps = train.batches(seed=0, epoch=0)
+    next(steps)
+    torch.cuda.synchronize()
+    assert _host_waits(lambda: [next(steps) for _ in range(3)]) == []
+
+
+def test_frozen_batchnorms_run_through_the_gpu_kernels_with_the_same_loss_and_gradients(monkeypatch) -> None:
+    """train/frozen_norm.py: on a GPU, a BatchNorm with frozen statistics is no F.batch_norm call in a step, and
+    the step's loss and gradients are the plain step's, in float32 and under bfloat16 autocast."""
+    torch.manual_seed(0)
+    model = _with_statistics(TransferModel(create_backbone(TINY, pretrained=False), 3)).cuda().eval()
+    model = model.to(memory_format=torch.channels_last)
+    kinds, norms = (
+        [type(each) for each in model.modules()],
+        sum(isinstance(each, nn.BatchNorm2d) for each in model.modules()),
+    )
+    x = torch.randn(8, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+
+    def loss_and_gradients() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
+            loss = model.outputs_from(x, 0).logits["label"].float().square().mean()
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    context = frozen_norms(model, lambda: model.outputs_from(x[:1], 0), x.device)
+    for dtype, tolerance in ((torch.float32, 1e-3), (torch.bfloat16, 3e-2)):
+        plain_loss, plain_gradients = loss_and_gradients()
+        calls = _BatchNormCalls(monkeypatch)
+        with context():
+            assert sum(type(each) is not kind for each, kind in zip(model.modules(), kinds, strict=True)) == norms
+            loss, gradients = loss_and_gradients()
+        monkeypatch.undo()
+        assert calls.count == 0, dtype
+        torch.testing.assert_close(loss, plain_loss, rtol=tolerance, atol=1e-5)
+        assert gradients.keys() == plain_gradients.keys()  # γ and β trained too
+        for name, gradient in gradients.items():
+            scale = plain_gradients[name].abs().max().item()
+            torch.testing.assert_close(
+                gradient, plain_gradients[name], rtol=tolerance, atol=tolerance * scale, msg=name
+            )
+    assert [type(each) for each in model.modules()] == kinds
 
 
 def test_a_gpu_run_resumed_after_interruption_ends_where_the_uninterrupted_one_does(digits, tiny_weights, tmp_path):

@@ -15,7 +15,7 @@ from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
-from transferlab.train.frozen_norm import foldable_pairs, folded
+from transferlab.train.frozen_norm import _KernelNormAct, foldable_pairs, folded, frozen_norms
 from transferlab.train.inputs import make_batches
 from transferlab.train.loop import Trainer
 
@@ -124,3 +124,17 @@ def test_the_training_loop_folds_the_pretrained_statistics_of_full(digits, tmp_p
     assert trainer.state.global_step >= 4 and after
     assert all(not torch.equal(a, b) for a, b in zip(scales, after, strict=True))  # γ trained through the fold
     assert calls.count == 0  # unfolded, every step would run each BatchNorm
+
+
+def test_a_gpu_step_swaps_in_the_kernels_for_frozen_affine_batchnorms_alone_and_always_swaps_back() -> None:
+    """On a GPU `frozen_norms` runs each frozen BatchNorm through the CUDA kernels (tests/test_cuda.py checks the
+    arithmetic there). Here, on a CPU, those kernels refuse the tensors, and every layer is its own kind after."""
+    frozen, plain, training = BatchNormAct2d(4), nn.BatchNorm2d(4, affine=False), nn.BatchNorm2d(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), frozen, plain, training).eval()
+    training.train()
+    step = frozen_norms(model, lambda: None, torch.device("cuda"))
+    with pytest.raises(NotImplementedError), step():
+        assert [type(each) for each in model[1:]] == [_KernelNormAct, nn.BatchNorm2d, nn.BatchNorm2d]
+        model(torch.randn(2, 3, 8, 8))
+    assert [type(each) for each in model[1:]] == [BatchNormAct2d, nn.BatchNorm2d, nn.BatchNorm2d]
+    assert "_invstd" not in vars(frozen)

@@ -78,7 +78,9 @@ def _to(index: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
 
 
 def _labels(labels: torch.Tensor, index: torch.Tensor, device: str) -> torch.Tensor:
-    return labels[index].to(device, non_blocking=True)  # from pageable memory: staged before it returns, so safe
+    # labels on a GPU indexed by a CPU index would copy it there blocking; from pageable memory the copy to
+    # `device` is staged before it returns, so safe
+    return labels[_to(index, labels)].to(device, non_blocking=True)
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -11,19 +11,24 @@ the optimizer and the state dict stay those of the unfolded network: only the ar
 only inside the step's forward pass (`folded`). A BatchNorm in training mode (a network from scratch) runs as
 it is, and so does any layer of a kind listed nowhere below.
 
-The loop folds on a CPU only (`folds_on`). The fold's arithmetic on the weights runs every step, forward and
-back: on Lite0 it more than doubles the operators a step dispatches (1,273 against 587 with the fused update,
-counted by benchmarks/train_step_speed.py). On a GPU each of them is at least one kernel launch, and there
-launches, not arithmetic, set a small step's pace: on an H200 the default fit's step (32 images at 96 px,
-about 10 GFLOP) took up to 37 ms, and at 224 px and batch 128 the folded step reached 0.76x a plain
-channels-last loop, while a BatchNorm there is one fast kernel. Whether folding pays on a GPU after all is
-for train_step_speed.py --device cuda to say.
+The loop folds on a CPU only. The fold's arithmetic on the weights runs every step, forward and back: on Lite0
+it more than doubles the operators a step dispatches (1,273 against 587 with the fused update, counted by
+benchmarks/train_step_speed.py), and on a GPU each of them is at least one kernel launch, where launches, not
+arithmetic, set a small step's pace.
+
+On a CUDA GPU a frozen BatchNorm runs instead through the kernels that SyncBatchNorm uses (`through_kernels`),
+which have channels-last versions for the backward pass too; the arithmetic is F.batch_norm's in eval mode. That
+one differentiates through generic strided elementwise kernels and layout copies: on an H200 at 224 px and batch
+128 (bfloat16, channels-last, torch.profiler) its backward took 142 µs a layer, where the two kernels take
+40 + 46 µs, and a Lite0 step's kernels took 26.2 ms in all, against 19.1 ms through the kernels and 22.2 ms for
+a plain loop whose BatchNorms normalise by the batch's statistics (benchmarks/README.md, "On a GPU").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
 from timm.layers import BatchNormAct2d, Conv2dSame
@@ -33,6 +38,7 @@ from torch import nn
 from transferlab.inference import convolution_batchnorm_pairs, evaluating, folded_parameters, same_outputs
 
 Pairs = list[tuple[nn.Conv2d, nn.BatchNorm2d]]
+Frozen = AbstractContextManager[None]
 
 
 def _norm_of(convolution: nn.Conv2d) -> nn.BatchNorm2d:
@@ -73,9 +79,17 @@ _CONVOLUTIONS: dict[type, type] = {nn.Conv2d: _FoldedConv2d, Conv2dSame: _Folded
 _NORMS: dict[type, type] = {nn.BatchNorm2d: _AppliedNorm, BatchNormAct2d: _AppliedNormAct}
 
 
-def folds_on(device: torch.device) -> bool:
-    """Whether the training loop folds on `device`: where it was measured to pay, a CPU (see above)."""
-    return device.type == "cpu"
+def frozen_norms(module: nn.Module, run: Callable[[], object], device: torch.device) -> Callable[[], Frozen]:
+    """How a training step of `module` on `device` runs its frozen BatchNorms, as a context to run each step in:
+    on a CPU folded into their convolutions (checked on `run()`, see `foldable_pairs`), on a CUDA GPU through
+    its BatchNorm kernels, elsewhere as they are."""
+    if device.type == "cpu":
+        pairs = foldable_pairs(module, run)
+        return lambda: folded(pairs)
+    if device.type == "cuda":
+        norms = [each for each in module.modules() if type(each) in _KERNEL_NORMS]
+        return lambda: through_kernels([norm for norm in norms if isinstance(norm, nn.BatchNorm2d) and norm.affine])
+    return nullcontext
 
 
 def foldable_pairs(module: nn.Module, run: Callable[[], object]) -> Pairs:
@@ -109,3 +123,70 @@ def folded(pairs: Pairs) -> Iterator[None]:
         for conv, conv_kind, norm, norm_kind in kinds:
             conv.__class__, norm.__class__ = conv_kind, norm_kind
             conv.__dict__.pop("_folded_norm", None)
+
+
+class _FrozenNorm(torch.autograd.Function):
+    """(x − μ)·γ/σ + β with the running statistics μ and 1/σ = `invstd`, differentiated in x, γ and β, through
+    the CUDA kernels of SyncBatchNorm. Its backward pass for x is theirs with the batch's sums set to zero: the
+    statistics are constants here, so the gradient is dy·γ/σ."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, mean, invstd)
+        return torch.batch_norm_elemt(x, weight, bias, mean, invstd, 0.0)  # eps is in invstd already
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mean, invstd = ctx.saved_tensors
+        for_x, for_weight, for_bias = ctx.needs_input_grad[:3]
+        if not (dy.is_contiguous(memory_format=torch.channels_last) or dy.is_contiguous()):
+            dy = dy.contiguous()  # the kernels take either layout, as SyncBatchNorm's backward makes sure
+        _, _, grad_weight, grad_bias = torch.batch_norm_backward_reduce(
+            dy, x, mean, invstd, weight, False, for_weight, for_bias
+        )
+        grad_x = None
+        if for_x:
+            zero = torch.zeros_like(mean)
+            count = torch.ones(1, dtype=torch.int32, device=x.device)  # divides the zero sums: any count will do
+            grad_x = torch.batch_norm_backward_elemt(dy, x, mean, invstd, weight, zero, zero, count)
+        return grad_x, grad_weight if for_weight else None, grad_bias if for_bias else None, None, None
+
+
+class _KernelNorm(nn.BatchNorm2d):
+    """An nn.BatchNorm2d in eval mode while `through_kernels` holds it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FrozenNorm.apply(x, self.weight, self.bias, self.running_mean, self.__dict__["_invstd"])
+
+
+class _KernelNormAct(BatchNormAct2d):
+    """timm's BatchNormAct2d in eval mode while `through_kernels` holds it: its dropout and activation stay."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _FrozenNorm.apply(x, self.weight, self.bias, self.running_mean, self.__dict__["_invstd"])
+        return self.act(self.drop(y))
+
+
+_KERNEL_NORMS: dict[type, type] = {nn.BatchNorm2d: _KernelNorm, BatchNormAct2d: _KernelNormAct}
+
+
+@contextmanager
+def through_kernels(norms: list[nn.BatchNorm2d]) -> Iterator[None]:
+    """Inside the block, each of `norms` in eval mode runs through `_FrozenNorm` (CUDA tensors only); after it
+    (or an exception), every one is its own kind again."""
+    active = [norm for norm in norms if not norm.training and norm.running_var is not None]
+    kinds = [(norm, type(norm)) for norm in active]
+    # 1/σ of every layer in two launches rather than two a layer: a small step's pace is its launches
+    variances = [norm.running_var for norm in active if norm.running_var is not None]
+    invstds = torch._foreach_rsqrt(torch._foreach_add(variances, [norm.eps for norm in active])) if active else []
+    try:
+        for norm, invstd in zip(active, invstds, strict=True):
+            norm.__dict__["_invstd"] = invstd
+            norm.__class__ = _KERNEL_NORMS[type(norm)]
+        yield
+    finally:
+        for norm, kind in kinds:
+            norm.__class__ = kind
+            norm.__dict__.pop("_invstd", None)

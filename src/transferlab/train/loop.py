@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from transferlab.strategies import Strategy
 from transferlab.train.averaging import WeightAverage
 from transferlab.train.batches import Batch, Batches, step_seed
 from transferlab.train.batchnorm import recalibrate_batchnorm
-from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded, folds_on
+from transferlab.train.frozen_norm import Frozen, frozen_norms
 from transferlab.train.mixing import mix_batch
 from transferlab.train.objectives import CrossEntropy, Objective
 from transferlab.train.precision import Precision
@@ -187,15 +187,13 @@ class _Step(nn.Module):
         super().__init__()
         self.model = model
         self.objective = objective
-        self.frozen_norms: Pairs | None = None  # read off the first batch (train/frozen_norm.py)
+        self.frozen_norms: Callable[[], Frozen] | None = None  # read off the first batch (train/frozen_norm.py)
 
     def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.frozen_norms is None:
             x, start, domain = batch.x[:1], batch.start, batch.domain
-            self.frozen_norms = []
-            if folds_on(x.device):
-                self.frozen_norms = foldable_pairs(self.model, lambda: self.model.outputs_from(x, start, domain))
-        with folded(self.frozen_norms):
+            self.frozen_norms = frozen_norms(self.model, lambda: self.model.outputs_from(x, start, domain), x.device)
+        with self.frozen_norms():
             outputs = self.model.outputs_from(batch.x, batch.start, batch.domain)
         return self.objective(outputs, batch, progress)
 
