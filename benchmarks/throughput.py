@@ -8,9 +8,10 @@ On a GPU (--device auto finds one) the decoded cache sits on the GPU, both loops
 autocast (bfloat16 where the GPU has it, as `--precision auto` does), the per-item PIL pipeline is left out,
 and each row also gives how busy the GPU was while it ran (nvidia-smi's utilisation: the share of time a
 kernel was running, sampled every 50 ms). A row with the `light` augmentation shows what augmenting on the
-GPU costs. So far only the CPU path has run: no session has had a GPU since this was written.
+GPU costs. `--profile N` then runs N steps of the plain channels-last loop and of the default under
+torch.profiler, and prints where each one's time went.
 
-    python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20] [--device auto|cpu|cuda]
+    python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20] [--device auto|cpu|cuda] [--profile 0]
     python benchmarks/throughput.py --size 224 --batch 128 --steps 300     (the GPU goal's setting)
 """
 
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity
 
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig, resolve_device
@@ -52,6 +55,38 @@ def _clock(device: str) -> float:
     return time.perf_counter()
 
 
+class Timed:
+    """The timed steps of a loop, from `start()` to `stop()` with the GPU's queue drained at both ends. Under
+    `profile` (a title), torch.profiler also records them and `stop()` prints where their time went: the
+    kernels that took the device longest, the calls that took the host longest (a `cudaStreamSynchronize` or
+    `cudaMemcpy` there is the host waiting for the device), and how busy the device was (kernel time over
+    wall time: what nvidia-smi's utilisation estimates by sampling)."""
+
+    def __init__(self, device: str, profile: str | None = None) -> None:
+        self.device, self.title, self._started = device, profile, 0.0
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        self._profiler = torch.profiler.profile(activities=activities) if profile else None
+
+    def start(self) -> None:
+        if self._profiler is not None:
+            self._profiler.start()
+        self._started = _clock(self.device)
+
+    def stop(self) -> float:
+        seconds = _clock(self.device) - self._started
+        if self._profiler is not None:
+            self._profiler.stop()
+            events = self._profiler.key_averages()
+            print(f"\n### {self.title}: {1000 * seconds:.1f} ms wall")
+            if self.device.startswith("cuda"):
+                kernels = [event for event in events if event.device_type == DeviceType.CUDA]  # not the ops too
+                on_device = sum(event.self_device_time_total for event in kernels) / 1e6
+                print(f"device busy {100 * on_device / seconds:.0f}% ({1000 * on_device:.1f} ms of kernels)")
+                print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60))
+            print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=60))
+        return seconds
+
+
 class GpuBusy:
     """How busy the GPU is while the block runs: nvidia-smi's utilisation samples, averaged. nvidia-smi rather
     than pynvml: it ships with the driver, so the benchmark needs no extra package. None without one."""
@@ -74,7 +109,13 @@ class GpuBusy:
 
 
 def plain_loop(
-    images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, channels_last: bool, device: str = "cpu"
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    steps: int,
+    channels_last: bool,
+    device: str = "cpu",
+    profile: str | None = None,
 ) -> float:
     """What a user writes by hand: float batches already in memory, AdamW, cross-entropy; on a GPU, under the
     autocast that `--precision auto` picks, as PyTorch's AMP recipe has it."""
@@ -83,10 +124,10 @@ def plain_loop(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data, labels = (images.to(device).float() / 255 - 0.5) / 0.5, labels.to(device)  # 4x the bytes as float
     precision = Precision("auto", device)
-    start = 0.0
+    timed = Timed(device, profile)
     for step in range(steps + 2):
         if step == 2:  # the first steps pay one-time allocation costs
-            start = _clock(device)
+            timed.start()
         index = torch.randint(len(labels), (batch,), device=device)
         x = data[index]
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -94,7 +135,7 @@ def plain_loop(
             loss = F.cross_entropy(model(x), labels[index])
         optimizer.zero_grad()
         precision.step(loss, optimizer)
-    return steps * batch / (_clock(device) - start)
+    return steps * batch / timed.stop()
 
 
 def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int, steps: int) -> float:
@@ -102,10 +143,10 @@ def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int
     model = _model(False)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    start = None
+    timed = Timed("cpu")
     for step in range(steps + 2):
         if step == 2:
-            start = time.perf_counter()
+            timed.start()
         index = torch.randint(len(labels), (batch,)).tolist()
         items = []
         for i in index:
@@ -116,7 +157,7 @@ def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return steps * batch / (time.perf_counter() - start)
+    return steps * batch / timed.stop()
 
 
 def transferlab_loop(
@@ -128,6 +169,7 @@ def transferlab_loop(
     device: str = "cpu",
     augment: str = "none",
     precision: str = "auto",
+    profile: str | None = None,
 ) -> float:
     """transferlab's Trainer, strategy `full`, from the decoded cache (on the GPU, on a GPU), no augmentation
     unless asked (the plain loop has none), `--precision auto` unless asked."""
@@ -142,12 +184,16 @@ def transferlab_loop(
     )
     trainer = Trainer(model, parse_strategy("full"), config, train, train, run_dir=".", callbacks=[])
     trainer.strategy.set_train_mode(model)
-    start = 0.0
+    timed = Timed(device, profile)
     for step, drawn in enumerate(train.batches(seed=0, epoch=0)):
         if step == 2:
-            start = _clock(device)
+            timed.start()
         trainer._step(drawn)
-    return steps * batch / (_clock(device) - start)
+    return steps * batch / timed.stop()
+
+
+PLAIN = "plain PyTorch loop, channels-last"
+OURS = "transferlab full (default: channels-last)"
 
 
 @functools.cache
@@ -169,6 +215,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (a GPU needs a few hundred)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", type=int, default=0, help="then profile this many steps of two rows")
     args = parser.parse_args()
     device = resolve_device(args.device)
     generator = torch.Generator(device).manual_seed(0)  # 300 steps at 224 px are 5.8 GB of images: made in place
@@ -176,24 +223,24 @@ def main() -> None:
     shape = (count, 3, args.size, args.size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator, device=device)
     labels = torch.randint(0, 10, (count,), generator=generator, device=device)
-    variants: dict[str, Callable[[], float]] = {
-        "plain PyTorch loop, NCHW": lambda: plain_loop(images, labels, args.batch, args.steps, False, device),
-        "plain PyTorch loop, channels-last": lambda: plain_loop(images, labels, args.batch, args.steps, True, device),
-        "per-item PIL decode of 256 px JPEGs, NCHW": lambda: pil_pipeline(
-            _jpegs(images), labels, args.size, args.batch, args.steps
+    plain = functools.partial(plain_loop, images, labels, args.batch)
+    ours = functools.partial(transferlab_loop, images, labels, args.batch)
+    variants: dict[str, Callable[..., float]] = {  # each called as (steps, profile=None)
+        "plain PyTorch loop, NCHW": functools.partial(plain, channels_last=False, device=device),
+        PLAIN: functools.partial(plain, channels_last=True, device=device),
+        "per-item PIL decode of 256 px JPEGs, NCHW": lambda steps, profile=None: pil_pipeline(
+            _jpegs(images), labels, args.size, args.batch, steps
         ),
-        "transferlab full, NCHW": lambda: transferlab_loop(images, labels, args.batch, args.steps, False, device),
-        "transferlab full (default: channels-last)": lambda: transferlab_loop(
-            images, labels, args.batch, args.steps, True, device
-        ),
-        "transferlab full, channels-last, light augment": lambda: transferlab_loop(
-            images, labels, args.batch, args.steps, True, device, augment="light"
+        "transferlab full, NCHW": functools.partial(ours, channels_last=False, device=device),
+        OURS: functools.partial(ours, channels_last=True, device=device),
+        "transferlab full, channels-last, light augment": functools.partial(
+            ours, channels_last=True, device=device, augment="light"
         ),
     }
     if device != "cpu":  # the per-item pipeline is a CPU story; on a GPU, what mixed precision is worth
         del variants["per-item PIL decode of 256 px JPEGs, NCHW"]
-        variants["transferlab full, channels-last, float32 (--precision 32)"] = lambda: transferlab_loop(
-            images, labels, args.batch, args.steps, True, device, precision="32"
+        variants["transferlab full, channels-last, float32 (--precision 32)"] = functools.partial(
+            ours, channels_last=True, device=device, precision="32"
         )
     # Two interleaved rounds, best of each: the first run of anything pays one-time warm-up costs.
     speeds: dict[str, float] = {}
@@ -201,7 +248,7 @@ def main() -> None:
     for _ in range(2):
         for name, measure in variants.items():
             with GpuBusy() as gpu:
-                speed = measure()
+                speed = measure(args.steps)
             print(f"  {name}: {speed:.0f} img/s, GPU busy {gpu.percent}", flush=True)
             if speed > speeds.get(name, 0.0):
                 speeds[name], busy[name] = speed, gpu.percent
@@ -217,6 +264,9 @@ def main() -> None:
         percent = busy[name]
         shown = "n/a" if percent is None else f"{percent:.0f}%"  # no GPU, or no nvidia-smi
         print(f"{name:<48} {speed:>8.1f} {speed / base:>8.2f}x {shown:>9}")
+    if args.profile:  # where the default's steps and the plain loop's spend their time, side by side
+        for name in (PLAIN, OURS):
+            variants[name](args.profile, profile=f"{name}, {args.profile} steps under torch.profiler")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ tf_efficientnet_lite0 with its ImageNet weights and a 10-class head, `full`'s mo
 statistics), channels-last, AdamW, label-smoothed cross-entropy, batches of --batch random images at --size px;
 best of --rounds, the two interleaved, each round --steps steps after one warm-up step. Each row also counts
 the operators a step dispatches: on a GPU each is at least one kernel launch, which is what bounds a step
-there at small batches. On a GPU (--device cuda) the steps run under `--precision auto`'s bfloat16 autocast;
-the loop folds on a CPU only (train/frozen_norm.py), and this measures whether a GPU should too.
+there at small batches. One more row says what a frozen BatchNorm costs as a layer: the same step with each
+one normalising by the batch's statistics, as a network trained from scratch and throughput.py's plain loop do
+(`batch stats`). On a GPU (--device cuda) the steps run under `--precision auto`'s bfloat16 autocast, and a
+row runs each frozen BatchNorm through SyncBatchNorm's CUDA kernels, as the loop does there (`kernels`); the
+loop folds on a CPU only (train/frozen_norm.py).
 
     python benchmarks/train_step_speed.py [--size 96] [--batch 32] [--steps 8] [--rounds 3] [--device cpu]
 """
@@ -17,16 +20,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.backbones import create_backbone
 from transferlab.data.transforms import Normalizer
 from transferlab.model import TransferModel
 from transferlab.strategies import parse_strategy
-from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded
+from transferlab.train.frozen_norm import Pairs, foldable_pairs, folded, frozen_norms
 from transferlab.train.precision import Precision
 
 
@@ -40,6 +45,20 @@ class Dispatched(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside the block, the BatchNorms normalise by each batch's statistics, as a network trained from scratch
+    (and the plain loop of throughput.py) does."""
+    norms = [norm for norm in model.modules() if isinstance(norm, nn.BatchNorm2d)]
+    try:
+        for norm in norms:
+            norm.train()
+        yield
+    finally:
+        for norm in norms:
+            norm.eval()
 
 
 def _clock(device: str) -> float:
@@ -77,31 +96,35 @@ def main() -> None:
     pairs = foldable_pairs(model, lambda: model.outputs_from(x[:1], 0))
     precision = Precision("auto", device)
 
-    def step(fold: Pairs, optimizer: torch.optim.Optimizer) -> None:
-        with precision.autocast(), folded(fold):
+    def step(fold: Pairs, optimizer: torch.optim.Optimizer, norms: AbstractContextManager) -> None:
+        with precision.autocast(), folded(fold), norms:
             logits = model.outputs_from(x, 0).logits["label"]
             loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    variants = {
-        "a layer of its own": ([], optimizers[False]),
-        "folded": (pairs, optimizers[False]),
-        "folded, fused AdamW": (pairs, optimizers[True]),
-        "own layer, fused AdamW": ([], optimizers[True]),
+    variants: dict[str, tuple[Pairs, torch.optim.Optimizer, Callable[[], AbstractContextManager]]] = {
+        "a layer of its own": ([], optimizers[False], nullcontext),
+        "folded": (pairs, optimizers[False], nullcontext),
+        "folded, fused AdamW": (pairs, optimizers[True], nullcontext),
+        "own layer, fused AdamW": ([], optimizers[True], nullcontext),
+        "batch stats, fused AdamW": ([], optimizers[True], lambda: batch_statistics(model)),
     }
+    if device.startswith("cuda"):  # what frozen_norms gives a GPU step
+        kernels = frozen_norms(model, lambda: None, torch.device(device))
+        variants["kernels, fused AdamW"] = ([], optimizers[True], kernels)
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
-        for name, (fold, optimizer) in variants.items():
-            step(fold, optimizer)
+        for name, (fold, optimizer, norms) in variants.items():
+            step(fold, optimizer, norms())
             started = _clock(device)
             for _ in range(args.steps):
-                step(fold, optimizer)
+                step(fold, optimizer, norms())
             best[name] = min(best[name], (_clock(device) - started) / args.steps)
     operators = {
-        name: _dispatched(lambda fold=fold, optimizer=optimizer: step(fold, optimizer))  # type: ignore[misc]
-        for name, (fold, optimizer) in variants.items()
+        name: _dispatched(lambda fold=fold, optimizer=optimizer, norms=norms: step(fold, optimizer, norms()))  # type: ignore[misc]
+        for name, (fold, optimizer, norms) in variants.items()
     }
     norms = sum(isinstance(each, torch.nn.BatchNorm2d) for each in model.modules())
     print(
@@ -109,11 +132,11 @@ def main() -> None:
         f"threads, {device}, best of {args.rounds} rounds of {args.steps} steps; {len(pairs)} of {norms} "
         "BatchNorms folded"
     )
-    print(f"{'BatchNorm, optimizer':<22} {'ms/step':>8} {'images/s':>9} {'speed-up':>9} {'ops/step':>9}")
+    print(f"{'BatchNorm, optimizer':<26} {'ms/step':>8} {'images/s':>9} {'speed-up':>9} {'ops/step':>9}")
     plain = best["a layer of its own"]
     for name, seconds in best.items():
         speed = f"{1000 * seconds:>8.1f} {args.batch / seconds:>9.1f} {plain / seconds:>8.2f}x"
-        print(f"{name:<22} {speed} {operators[name]:>9}")
+        print(f"{name:<26} {speed} {operators[name]:>9}")
 
 
 if __name__ == "__main__":
