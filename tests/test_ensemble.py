@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import transferlab.ensemble
+import transferlab.scoring
 from tests.conftest import TINY, InterruptAt, image_folder
 from transferlab.classifier import load
 from transferlab.cli import main
@@ -22,6 +23,7 @@ from transferlab.defaults import members_within
 from transferlab.errors import ConfigError, Interrupted
 from transferlab.export import TOLERANCE, export_model
 from transferlab.fitting import FitResult, build_run, fit, fit_run, train_run
+from transferlab.model import Ensemble
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,9 @@ def test_the_commands_take_an_ensemble_as_one_model(folder, fitted, capsys) -> N
     assert row["path"] == str(image) and row["top"][0]["label"] == str(load(fitted.run_dir).predict([image])[0])
     assert main(["evaluate", str(fitted.run_dir), str(folder)]) == 0
     assert f"accuracy {fitted.scores['accuracy']:.4f}" in capsys.readouterr().out
+    assert main(["runs", str(fitted.run_dir.parent)]) == 0
+    _, row = capsys.readouterr().out.splitlines()  # the ensemble's row, none of its members'
+    assert row.split()[:4] == [str(fitted.run_dir), "2", "×", "full"]
 
 
 @pytest.mark.slow  # an ONNX export traces the model with torch.export: seconds
@@ -215,3 +220,18 @@ def test_an_ensembles_members_learn_from_the_same_labelled_images(folder, tiny_w
         drawn.append((set(data.splits["train"].paths or []) | set(data.splits["val"].paths or []), data))
     assert drawn[0][0] == drawn[1][0] and len(drawn[0][0]) == 12 * 3
     assert drawn[0][1].splits["val"].paths != drawn[1][1].splits["val"].paths
+
+
+def test_an_ensemble_is_scored_from_its_members_probabilities_without_running_them_again(
+    folder, tiny_weights, tmp_path, monkeypatch
+) -> None:
+    passes = []
+    model_pass = transferlab.scoring.probabilities
+    monkeypatch.setattr(
+        transferlab.scoring, "probabilities", lambda model, *a, **k: passes.append(model) or model_pass(model, *a, **k)
+    )
+    result = fit(folder, _config(tiny_weights), tmp_path / "run", quiet=True)
+    # each member's model once, the ensemble never
+    assert len(passes) == 2 and not any(isinstance(model, Ensemble) for model in passes)
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert scores["accuracy"] == result.scores["accuracy"] == load(tmp_path / "run").evaluate(folder)["accuracy"]

@@ -183,7 +183,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from transferlab.rundir import RunDir
 
-    folders = sorted(p for p in args.dir.glob("**/") if RunDir(p).summary.is_file()) if args.dir.is_dir() else []
+    def listed(path: Path) -> bool:  # finished, and not one of an ensemble's members (its own row counts them)
+        member = path.parent.name == "members" and RunDir(path.parent.parent).config.is_file()
+        return RunDir(path).summary.is_file() and not member
+
+    folders = sorted(p for p in args.dir.glob("**/") if listed(p)) if args.dir.is_dir() else []
     if not folders:
         raise TransferlabError(f"no finished run dirs under {args.dir}")
     print(f"{'run dir':<48} {'strategy':<12} {'accuracy':>9} {'on':<12} finished")
@@ -191,7 +195,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         summary = json.loads(RunDir(folder).summary.read_text())
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(RunDir(folder).summary.stat().st_mtime))
         accuracy = f"{100 * summary['accuracy']:.2f}%"
-        print(f"{folder!s:<48} {summary['strategy']:<12} {accuracy:>9} {summary['evaluated_on']:<12} {when}")
+        models = f"{len(summary['ensemble'])} × " if "ensemble" in summary else ""
+        strategy = f"{models}{summary['strategy']}"
+        print(f"{folder!s:<48} {strategy:<12} {accuracy:>9} {summary['evaluated_on']:<12} {when}")
     return 0
 
 

@@ -40,7 +40,7 @@ from transferlab.report.html import write_report
 from transferlab.report.plots import plot_curves
 from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
-from transferlab.scoring import evaluate_run
+from transferlab.scoring import Probabilities, evaluate_run, test_probabilities
 from transferlab.sizing import image_size_for, prepare_for
 from transferlab.strategies import Strategy, parse_strategy
 from transferlab.train.batches import Batches, shard
@@ -79,6 +79,9 @@ class FitResult:
     scores: dict[str, Any]  # on the test split, or on validation when the source has no test split
     image_size: int
     refit: Refit | None = None  # what `config.refit` did
+    # The kept model's class probabilities behind `scores`, where this process computed them (an ensemble
+    # averages its members' rather than running them all again)
+    test_probabilities: Probabilities | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -387,7 +390,7 @@ def _describe(
             sharing += f", BatchNorm per domain from stage {model.domain_norms_from}"
     echo(f"strategy: {strategy.name}: {strategy.describe(model)}{sharing}")
     if config.time_limit:
-        budget = f"time limit: {config.time_limit:g} s of training, the epochs and the schedule fitted to it"
+        budget = f"time limit: {config.time_limit:.4g} s of training, the epochs and the schedule fitted to it"
         if not config.ema_epochs:
             budget += f"; no weight average (--ema-epochs {EMA_EPOCHS:g}: on)"
         echo(budget)
@@ -563,11 +566,13 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
         save_model(run.model, run.run_dir, model_extra(run))
         run.echo("adabn: every BatchNorm layer's statistics aligned to normalise the target as it did the source")
     plot_curves(state.history, RunDir(run.run_dir).curves)
+    probs = None
     if refit is not None and refit.selected["split"] != "test":
         scores = json.loads(RunDir(run.run_dir).scores.read_text())
         run.echo("no test split: the refit's model is judged by the validation scores of the model it replaces")
     else:
-        scores = evaluate_run(run)
+        probs = test_probabilities(run)
+        scores = evaluate_run(run, probs)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")
     notes = " (mean over heads)" if "tasks" in scores else ""
@@ -599,7 +604,7 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
         run.echo(f"report: {write_report(run.run_dir)}")
     assert run.config.image_size is not None, "build_run sets the image size"
     return FitResult(
-        run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size, refit
+        run.run_dir, run.model, run.heads, run.config, run.strategy, state, scores, run.config.image_size, refit, probs
     )
 
 
