@@ -40,7 +40,7 @@ from transferlab.report.html import write_report
 from transferlab.report.plots import plot_curves
 from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
-from transferlab.scoring import Probabilities, evaluate_run, test_probabilities
+from transferlab.scoring import Probabilities, evaluate_run, scored_probabilities
 from transferlab.sizing import image_size_for, prepare_for
 from transferlab.strategies import Strategy, parse_strategy
 from transferlab.train.batches import Batches, shard
@@ -571,7 +571,7 @@ def finish_run(run: Run, state: TrainState, refit: Refit | None = None) -> FitRe
         scores = json.loads(RunDir(run.run_dir).scores.read_text())
         run.echo("no test split: the refit's model is judged by the validation scores of the model it replaces")
     else:
-        probs = test_probabilities(run)
+        probs = scored_probabilities(run)
         scores = evaluate_run(run, probs)
     for head, each in scores.get("tasks", {}).items():
         run.echo(f"{each['split']} {head}: accuracy {each['accuracy']:.4f}, macro-F1 {each['macro_f1']:.4f}")

@@ -33,7 +33,7 @@ def _probabilities(run: Run, split: DecodedSplit, domain: str | None) -> dict[st
     return probabilities(run.model, split.images, normalizer, device=run.device, domain=domain, precision=precision)
 
 
-def test_probabilities(run: Run) -> Probabilities:
+def scored_probabilities(run: Run) -> Probabilities:
     """The run's model's class probabilities on each source's scored split: test, or validation without one."""
     return {
         name: _probabilities(run, source.splits[_scored(source)], name or None)
@@ -56,14 +56,14 @@ def _score_split(run: Run, test: DecodedSplit, probs: dict[str, torch.Tensor]) -
 
 def evaluate_run(run: Run, probs: Probabilities | None = None) -> dict[str, Any]:
     """Scores of the run's model on the test split (validation when the source has none), saved as eval.json;
-    from `probs` where they are at hand (test_probabilities(run), or an ensemble's members' averaged), else
+    from `probs` where they are at hand (scored_probabilities(run), or an ensemble's members' averaged), else
     from a pass of the model.
 
     One head: `score`'s keys. Several: `{"tasks": {head: scores}}` (each head on the images labelled for it),
     with `accuracy` and `macro_f1` their means over heads. Domain adaptation: the target's test split's scores
     when it has labels, with the source's under `source`; else the source's, with `target` null.
     """
-    probs = test_probabilities(run) if probs is None else probs
+    probs = scored_probabilities(run) if probs is None else probs
     per_head: dict[str, dict[str, Any]] = {}
     split = ""
     for name, source in run.data.sources.items():
