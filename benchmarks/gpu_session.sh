@@ -32,9 +32,10 @@ step 75 "train step: frozen BatchNorms, 224 px batch 128" python3 benchmarks/tra
     --size 224 --batch 128 --steps 20
 # nvidia-smi's utilisation over runs of 1.5-4 s (30-60 steps) read anything from 10% to 90% for the same loop
 # on 2026-12-04: 150 steps a row, and torch.profiler's kernel time over wall time for the two rows that the goal
-# compares, with where each one's time goes
+# compares, with where each one's time goes; and the plain loop replayed from a CUDA graph, the GPU's own pace
+# (the step is bound by its launches since 2026-12-04's second lease)
 step 180 "throughput: full vs a plain AMP loop, Lite0 224 px" \
-    python3 benchmarks/throughput.py --size 224 --batch 128 --steps 150 --profile 20
+    python3 benchmarks/throughput.py --size 224 --batch 128 --steps 150 --profile 20 --graph
 # The default fit in bf16, seeds 0-2 side by side (their times are not comparable, their accuracy is): with
 # F.batch_norm's frozen layers they scored 87.85/87.47/87.14% on 2026-12-04; through the kernels seed 0 scored
 # 86.81% alone, the one figure so far

@@ -9,7 +9,8 @@ autocast (bfloat16 where the GPU has it, as `--precision auto` does), the per-it
 and each row also gives how busy the GPU was while it ran (nvidia-smi's utilisation: the share of time a
 kernel was running, sampled every 50 ms). A row with the `light` augmentation shows what augmenting on the
 GPU costs. `--profile N` then runs N steps of the plain channels-last loop and of the default under
-torch.profiler, and prints where each one's time went.
+torch.profiler, and prints where each one's time went. `--graph` adds the plain loop with its whole step
+captured in a CUDA graph: the pace of the GPU alone, where Python's launches bound the others.
 
     python benchmarks/throughput.py [--size 96] [--batch 32] [--steps 20] [--device auto|cpu|cuda] [--profile 0]
     python benchmarks/throughput.py --size 224 --batch 128 --steps 300     (the GPU goal's setting)
@@ -138,6 +139,48 @@ def plain_loop(
     return steps * batch / timed.stop()
 
 
+def graphed_loop(
+    images: torch.Tensor, labels: torch.Tensor, batch: int, steps: int, device: str, profile: str | None = None
+) -> float:
+    """The plain channels-last loop with its whole step (forward, backward, AdamW) captured once in a CUDA graph
+    and replayed, as PyTorch's CUDA-graphs recipe has it: no kernel launches from Python, so the GPU's own
+    pace. What a step bound by its launches could reach; CUDA only."""
+    model = _model(True, device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=True)
+    data, labels = (images.to(device).float() / 255 - 0.5) / 0.5, labels.to(device)
+    static_x = data[:batch].contiguous(memory_format=torch.channels_last)
+    static_y = labels[:batch].clone()
+    dtype = Precision("auto", device).dtype
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):  # no cache: graphs
+            loss = F.cross_entropy(model(static_x), static_y)
+        loss.backward()
+        optimizer.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    timed = Timed(device, profile)
+    for replay in range(steps + 2):
+        if replay == 2:
+            timed.start()
+        index = torch.randint(len(labels), (batch,), device=device)
+        static_x.copy_(data[index])
+        static_y.copy_(labels[index])
+        graph.replay()
+    return steps * batch / timed.stop()
+
+
 def pil_pipeline(jpegs: list[bytes], labels: torch.Tensor, size: int, batch: int, steps: int) -> float:
     """The classic per-item pipeline: decode, resize and convert each image every time it is used."""
     model = _model(False)
@@ -216,6 +259,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (a GPU needs a few hundred)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", type=int, default=0, help="then profile this many steps of two rows")
+    parser.add_argument("--graph", action="store_true", help="add the plain loop captured in a CUDA graph (CUDA)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     generator = torch.Generator(device).manual_seed(0)  # 300 steps at 224 px are 5.8 GB of images: made in place
@@ -242,13 +286,22 @@ def main() -> None:
         variants["transferlab full, channels-last, float32 (--precision 32)"] = functools.partial(
             ours, channels_last=True, device=device, precision="32"
         )
+    if args.graph and device != "cpu":  # the ceiling that Python's launches hide
+        variants["plain PyTorch loop, channels-last, CUDA graph"] = functools.partial(
+            graphed_loop, images, labels, args.batch, device=device
+        )
     # Two interleaved rounds, best of each: the first run of anything pays one-time warm-up costs.
     speeds: dict[str, float] = {}
     busy: dict[str, float | None] = {}
     for _ in range(2):
-        for name, measure in variants.items():
-            with GpuBusy() as gpu:
-                speed = measure(args.steps)
+        for name, measure in list(variants.items()):
+            try:
+                with GpuBusy() as gpu:
+                    speed = measure(args.steps)
+            except RuntimeError as error:  # one row that cannot run (a graph capture, say) costs only itself
+                print(f"  {name}: failed: {error}", flush=True)
+                del variants[name]
+                continue
             print(f"  {name}: {speed:.0f} img/s, GPU busy {gpu.percent}", flush=True)
             if speed > speeds.get(name, 0.0):
                 speeds[name], busy[name] = speed, gpu.percent
@@ -265,7 +318,7 @@ def main() -> None:
         shown = "n/a" if percent is None else f"{percent:.0f}%"  # no GPU, or no nvidia-smi
         print(f"{name:<48} {speed:>8.1f} {speed / base:>8.2f}x {shown:>9}")
     if args.profile:  # where the default's steps and the plain loop's spend their time, side by side
-        for name in (PLAIN, OURS):
+        for name in [each for each in (PLAIN, OURS) if each in variants]:  # a failed row is gone
             variants[name](args.profile, profile=f"{name}, {args.profile} steps under torch.profiler")
 
 
