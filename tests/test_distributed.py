@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import TINY, InterruptAt, image_folder
@@ -156,3 +157,19 @@ def test_two_ranks_share_out_the_frozen_prefix_cache_and_both_get_one_process_s(
     assert alone.shape[:2] == (2, 75) and alone.dtype == torch.float16
     for each in ranks:
         assert torch.equal(each["cache"], alone)
+
+
+def test_on_gpus_the_ranks_agree_on_stopping_over_gloo_on_the_host(monkeypatch) -> None:
+    """The flags that every step's ranks agree on (a diverged loss, a stop) stay on the host: a GPU tensor's
+    result would make each rank's CPU wait for its GPU's whole queue every step (train/readback.py's reason)."""
+    seen: dict[str, object] = {}
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: seen.update(gpu=index))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.update(backend=backend))
+    world = join("cuda")
+    assert world.device == "cuda:1" and seen == {"gpu": 1, "backend": "cpu:gloo,cuda:nccl"}
+    reduced = []
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op: reduced.append(tensor.device.type))
+    assert world.any(True, False) == [True, False] and reduced == ["cpu"]

@@ -1,6 +1,7 @@
 """Training on several processes, through the engine the field already uses: `torchrun` starts one process
 per rank and sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous) in each one's environment; `join`
-reads them and joins the process group, gloo on CPU and NCCL on GPUs. The Trainer wraps its step in
+reads them and joins the process group, gloo on CPU and NCCL on GPUs (with gloo beside it for the flags a
+step's ranks agree on, which stay on the host). The Trainer wraps its step in
 DistributedDataParallel, and training batches are shared out by rank (train/batches.py).
 
 Run without torchrun, everything here is a no-op: `World()` is the one process.
@@ -45,7 +46,9 @@ class World:
         of them at once, or one process would wait forever for the others' gradients."""
         if not self.active:
             return list(flags)
-        value = torch.tensor([float(flag) for flag in flags], device=self.device)
+        # On the host, over gloo (see `join`): reading a GPU tensor's result back would make the CPU wait for
+        # the GPU's whole queue, every step, where the loop otherwise queues work ahead of it
+        value = torch.tensor([float(flag) for flag in flags])
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return [bool(each) for each in value.tolist()]
 
@@ -105,6 +108,6 @@ def join(device: str) -> World:
     if cuda:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():  # on GPUs NCCL for the gradients, and gloo for what stays on the host
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     return World(rank(), size, device)
