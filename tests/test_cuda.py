@@ -66,7 +66,7 @@ def test_auto_precision_trains_in_bfloat16_on_the_gpu_from_a_cache_that_lives_th
 
 def _host_waits(run: Callable[[], object]) -> list[str]:
     """The CUDA runtime calls inside `run()` that make the CPU wait for the GPU's whole queue, as torch.profiler
-    records them (its sync debug mode misses some: a CPU index into a GPU tensor, for one)."""
+    records them (torch warns that its sync debug mode does not yet detect every synchronizing operation)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         run()
     waits = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")  # cudaMemcpy: a blocking copy
