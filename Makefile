@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@command -v chromium > /dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null && apt-get install -y -q chromium > /dev/null; } || true
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 # The benchmarks read the full Fashion-MNIST: Debian's package (offline), else transferlab downloads it.
@@ -32,6 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
