@@ -67,10 +67,16 @@ def test_auto_precision_trains_in_bfloat16_on_the_gpu_from_a_cache_that_lives_th
 def _host_waits(run: Callable[[], object]) -> list[str]:
     """The CUDA runtime calls inside `run()` that make the CPU wait for the GPU's whole queue, as torch.profiler
     records them (torch warns that its sync debug mode does not yet detect every synchronizing operation)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]  # CUDA: the runtime's
+    with torch.profiler.profile(activities=activities) as profiler:  # calls are CUPTI's records, not the CPU's
         run()
     waits = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")  # cudaMemcpy: a blocking copy
     return [event.name for event in profiler.events() if event.name in waits]
+
+
+def test_the_host_wait_check_sees_a_wait() -> None:
+    """The two tests below assert that `_host_waits` finds none: a number read off the GPU must be found."""
+    assert "cudaStreamSynchronize" in _host_waits(lambda: torch.ones(1, device="cuda").add(1).item())
 
 
 def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(digits, tmp_path) -> None:
@@ -106,10 +112,8 @@ def test_frozen_batchnorms_run_through_the_gpu_kernels_with_the_same_loss_and_gr
     torch.manual_seed(0)
     model = _with_statistics(TransferModel(create_backbone(TINY, pretrained=False), 3)).cuda().eval()
     model = model.to(memory_format=torch.channels_last)
-    kinds, norms = (
-        [type(each) for each in model.modules()],
-        sum(isinstance(each, nn.BatchNorm2d) for each in model.modules()),
-    )
+    kinds = [type(each) for each in model.modules()]
+    norms = sum(isinstance(each, nn.BatchNorm2d) for each in model.modules())
     x = torch.randn(8, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
 
     def loss_and_gradients() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

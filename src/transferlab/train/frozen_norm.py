@@ -87,8 +87,9 @@ def frozen_norms(module: nn.Module, run: Callable[[], object], device: torch.dev
         pairs = foldable_pairs(module, run)
         return lambda: folded(pairs)
     if device.type == "cuda":
-        norms = [each for each in module.modules() if type(each) in _KERNEL_NORMS]
-        return lambda: through_kernels([norm for norm in norms if isinstance(norm, nn.BatchNorm2d) and norm.affine])
+        norms = [each for each in module.modules() if type(each) in _KERNEL_NORMS and isinstance(each, nn.BatchNorm2d)]
+        affine = [norm for norm in norms if norm.affine]  # once a run, not every step
+        return lambda: through_kernels(affine)
     return nullcontext
 
 
@@ -176,10 +177,10 @@ _KERNEL_NORMS: dict[type, type] = {nn.BatchNorm2d: _KernelNorm, BatchNormAct2d: 
 def through_kernels(norms: list[nn.BatchNorm2d]) -> Iterator[None]:
     """Inside the block, each of `norms` in eval mode runs through `_FrozenNorm` (CUDA tensors only); after it
     (or an exception), every one is its own kind again."""
-    active = [norm for norm in norms if not norm.training and norm.running_var is not None]
+    frozen = [(norm, norm.running_var) for norm in norms if not norm.training and norm.running_var is not None]
+    active, variances = [norm for norm, _ in frozen], [variance for _, variance in frozen]
     kinds = [(norm, type(norm)) for norm in active]
     # 1/σ of every layer in two launches rather than two a layer: a small step's pace is its launches
-    variances = [norm.running_var for norm in active if norm.running_var is not None]
     invstds = torch._foreach_rsqrt(torch._foreach_add(variances, [norm.eps for norm in active])) if active else []
     try:
         for norm, invstd in zip(active, invstds, strict=True):
