@@ -33,6 +33,7 @@ UNSET_MEANS = {
     "weights": "the backbone's pretrained weights",
     "time_limit": "none",
     "per_class": "all",
+    "val_fraction": "a tenth of each class, at least 10 images and at most a fifth of it",
     "sample_seed": "--seed",
     "ensemble": "one model, or as many as --time-limit holds",
 }

@@ -11,6 +11,7 @@ import pytest
 from tests.data.imagefiles import write_rgb
 from transferlab.data import BUILTINS, builtins, load_source
 from transferlab.data.builtins import FASHION_CLASSES, find_fashion_mnist
+from transferlab.data.splitting import held_out_count
 from transferlab.errors import ConfigError, DataError
 
 
@@ -33,7 +34,8 @@ def test_flat_class_folders_give_sorted_classes_and_a_carved_val(tmp_path: Path)
     assert data.name == "pets"
     assert data.classes == ["bird", "cat", "dog"]
     assert list(data.splits) == ["train", "val"]
-    # A fifth of each class, at least one image of each class that has two or more: bird's only image stays.
+    # Classes this small give validation a fifth (its floor of 10 a class is capped there), at least one image
+    # of each class that has two or more: bird's only image stays.
     assert data.counts() == {"train": {"bird": 1, "cat": 4, "dog": 8}, "val": {"bird": 0, "cat": 1, "dog": 2}}
 
 
@@ -213,8 +215,8 @@ def test_fashion_mnist_sample_ships_with_the_package() -> None:
     data = load_source("fashion-mnist-sample")
     assert data.classes == list(FASHION_CLASSES)
     counts = data.counts()
-    assert set(counts["train"].values()) == {160}
-    assert set(counts["val"].values()) == {40}
+    assert set(counts["train"].values()) == {180}  # of 200 a class, validation holds a tenth
+    assert set(counts["val"].values()) == {20}
     assert set(counts["test"].values()) == {100}
     assert data.splits["test"].arrays is not None
     assert data.splits["test"].arrays.shape == (1000, 28, 28)
@@ -270,3 +272,17 @@ def test_download_keeps_only_files_that_match_their_md5(tmp_path: Path, monkeypa
     monkeypatch.setattr(builtins, "FASHION_MD5", {"absent": md5})
     with pytest.raises(DataError, match=r"fashion-mnist is not on disk and downloading .*absent\.gz failed"):
         builtins.download_fashion_mnist(cache)
+
+
+@pytest.mark.parametrize(("size", "held"), [(1, 0), (2, 1), (20, 4), (60, 10), (100, 10), (500, 50)])
+def test_validation_holds_a_tenth_at_least_10_and_at_most_a_fifth_of_a_class(size: int, held: int) -> None:
+    assert held_out_count(size) == held
+
+
+def test_the_default_carve_and_a_given_fraction() -> None:
+    images = np.zeros((300, 4, 4), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], [200, 60, 40])
+    default = load_source((images, labels))
+    assert np.bincount(default.splits["val"].labels).tolist() == [20, 10, 8]
+    given = load_source((images, labels), val_fraction=0.25)
+    assert np.bincount(given.splits["val"].labels).tolist() == [50, 15, 10]

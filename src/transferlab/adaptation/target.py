@@ -30,7 +30,7 @@ FEATURES_PER_DOMAIN = 2000
 MIN_TARGET_IMAGES = 5
 
 
-def load_target(source: Source, classes: list[str], seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+def load_target(source: Source, classes: list[str], seed: int = 0, val_fraction: float | None = None) -> Dataset:
     """The target as a Dataset over the source's `classes`: train and val unlabelled (-1), test (if any)
     labelled by class name. A folder without class subfolders is read as unlabelled images."""
     if _is_plain_folder(source):

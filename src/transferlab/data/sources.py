@@ -29,7 +29,7 @@ def load_source(
     tasks: list[str] | None = None,
     per_class: int | None = None,
     seed: int = 0,
-    val_fraction: float = 0.2,
+    val_fraction: float | None = None,
     sample_seed: int | None = None,
 ) -> Dataset:
     """Read `source` into a Dataset with train, val (given, or carved from train) and, when known, test.
@@ -41,12 +41,13 @@ def load_source(
     './digits' for the folder. `per_class` keeps that many images of each class from train and val together,
     chosen by `sample_seed` (unset: `seed`), before val is carved, so train+val hold `per_class` images per
     class (of several tasks, at least that many labels per class of every task); test stays whole.
-    `val_fraction` of each class becomes val when the source has no val split (0 carves none), chosen by
-    `seed`: one `sample_seed` and several seeds are several splits of the same labelled images.
+    `val_fraction` of each class becomes val when the source has no val split (0 carves none; None: a tenth,
+    at least 10 images and at most a fifth of it, see data/splitting.py), chosen by `seed`: one `sample_seed`
+    and several seeds are several splits of the same labelled images.
     """
     if per_class is not None and per_class < 1:
         raise ConfigError(f"per_class must be at least 1, got {per_class}")
-    if not 0 <= val_fraction < 1:
+    if val_fraction is not None and not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     several = tasks is not None and list(tasks) != [DEFAULT_TASK]
     dataset = _read_tasks(source, list(tasks or [])) if several else _read(source)
@@ -54,7 +55,7 @@ def load_source(
     splits = dict(dataset.splits)
     if per_class is not None:
         splits.update(per_class_subset(splits, per_class, seed if sample_seed is None else sample_seed))
-    if "val" not in splits and val_fraction > 0:
+    if "val" not in splits and val_fraction != 0:
         splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed)
     dataset.splits = {name: splits[name] for name in SPLITS if name in splits}
     dataset.notes.extend(duplicate_notes(dataset))
