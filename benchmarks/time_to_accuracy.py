@@ -1,7 +1,7 @@
 """Test accuracy against wall time: the default `fit` with `--time-limit` as the one knob, as whole processes.
 
-Each point is one `transferlab fit fashion-mnist --per-class 100 --time-limit T` process (seed 0: 800 training
-and 200 validation images), timed from its start (importing torch, decoding, the advisor, the heads' warm
+Each point is one `transferlab fit fashion-mnist --per-class 100 --time-limit T` process (seed 0: 900 training
+and 100 validation images), timed from its start (importing torch, decoding, the advisor, the heads' warm
 start, training, scoring all 10,000 test images) to its end; `none` is the default without a limit. The time
 limit covers training alone, so each point's seconds are its limit plus what comes before and after. A
 limit long enough buys several members, averaged (the first trains its whole schedule, the rest share what it
