@@ -15,6 +15,7 @@ from transferlab.advisor import (
     SIMILAR_LR_RATIO,
     SMALL_PER_CLASS,
     Evidence,
+    _probes,
     decide,
     measure,
     paired_error,
@@ -145,6 +146,18 @@ def test_the_paired_error_counts_only_the_images_two_probes_disagree_on() -> Non
     flipped = both.copy()
     flipped[:10] = False  # 10 of 100 images turn wrong: a difference of 0.1
     assert paired_error(both, flipped) == pytest.approx(np.std([1.0] * 10 + [0.0] * 90, ddof=1) / 10)
+
+
+def test_probes_hold_out_a_fifth_of_every_labelled_image_not_the_training_validation_split() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 100)  # 100 a class: training keeps 90, validation 10
+    features = labels[:, None] + rng.normal(0, 2, size=(300, 4))
+    train, val = np.r_[0:90, 100:190, 200:290], np.r_[90:100, 190:200, 290:300]
+    (hits,) = _probes([(features[train], features[val])], labels[train], labels[val])
+    assert len(hits) == 60  # a fifth of the 300, 20 a class: not validation's 30
+    small = np.r_[0:16, 100:116, 200:216], np.r_[16:20, 116:120, 216:220]  # 20 a class
+    (each,) = _probes([(features[small[0]], features[small[1]])], labels[small[0]], labels[small[1]])
+    assert len(each) == 60  # a fifth would hold 4 a class: every image held out once instead
 
 
 def test_measure_on_real_data(digits, tiny_weights) -> None:
