@@ -1,14 +1,14 @@
 """The default `fit` against variants that each change a setting, over several seeds, side by side: which
 levers move test accuracy, by how much beyond the noise of a draw, and at what cost in time.
 
-Each run is one whole `transferlab fit fashion-mnist --per-class 100 --seed S` process (the seed draws the 800
-training and 200 validation images and everything random in training), scored on all 10,000 test images.
+Each run is one whole `transferlab fit fashion-mnist --per-class 100 --seed S` process (the seed draws the 900
+training and 100 validation images and everything random in training), scored on all 10,000 test images.
 A variant's gain is paired: its accuracy minus the default's on the same seed, so the draw's own luck cancels.
 
     python benchmarks/levers.py [--seeds 3] [--variant "mixup=--mix mixup --mix-alpha 0.2" ...] [--flags "..."]
 
-Without --variant it runs the levers benchmarks/README.md reports: timm's weight decay rule, mixup, a tenth of
-the images for validation rather than a fifth, and a refit on train+val.
+Without --variant it runs the levers benchmarks/README.md reports: timm's weight decay rule, mixup, a fifth of
+the images for validation (the default until the eighth session) rather than a tenth, and a refit on train+val.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from time_to_accuracy import Point, fit_process
 REPORTED = [
     "timm decay=--no-decay-biases-and-norms",
     "mixup 0.2=--mix mixup --mix-alpha 0.2",
-    "val 0.1=--val-fraction 0.1",
+    "val 0.2=--val-fraction 0.2",
     "refit=--refit",
 ]
 
