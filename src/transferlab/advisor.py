@@ -72,7 +72,7 @@ PEAK_TOLERANCE = 0.01
 SIMILAR_LR_RATIO = 0.1
 DISSIMILAR_LR_RATIO = 0.6
 # The probes hold out a fifth of the labelled images they read (one fold of five), not the validation split
-# that training carves (a tenth, data/splitting.py): on 100 validation images the margins' errors read 3-5
+# that training carves (a tenth, data/splitting.py): on 100 validation images the margins' errors read 2-5
 # points, and on one Fashion-MNIST draw the final stage probed 3 points above every other by chance, which
 # read as similar and froze 8 stages (82.2% against full's 87%). Where a fifth holds fewer images per class than
 # this, every fold is held out in turn (each image once). Every fold always: errors of 1-2 points, but 7.5 s of
