@@ -87,8 +87,8 @@ def frozen_norms(module: nn.Module, run: Callable[[], object], device: torch.dev
         pairs = foldable_pairs(module, run)
         return lambda: folded(pairs)
     if device.type == "cuda":
-        norms = [each for each in module.modules() if type(each) in _KERNEL_NORMS and isinstance(each, nn.BatchNorm2d)]
-        affine = [norm for norm in norms if norm.affine]  # once a run, not every step
+        kinds = (each for each in module.modules() if type(each) in _KERNEL_NORMS)
+        affine = [norm for norm in kinds if isinstance(norm, nn.BatchNorm2d) and norm.affine]  # once a run
         return lambda: through_kernels(affine)
     return nullcontext
 
