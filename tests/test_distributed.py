@@ -61,7 +61,9 @@ def _rows(run_dir: Path) -> list[dict]:
 def test_two_processes_train_like_one_and_only_rank_0_writes(folder, tiny_weights, tmp_path) -> None:
     config = FitConfig(backbone=TINY, weights=str(tiny_weights), **SETTINGS)
     one = fit(str(folder), config, tmp_path / "one", quiet=True)
-    done = _torchrun("fit", str(folder), *_flags(tiny_weights), "--out", str(tmp_path / "two"))
+    # A time limit that never binds: each epoch's plan is still broadcast from rank 0 (callbacks.TimeBudget)
+    limit = ["--time-limit", "600"]
+    done = _torchrun("fit", str(folder), *_flags(tiny_weights), *limit, "--out", str(tmp_path / "two"))
     assert done.stdout.count("run dir:") == 1 and done.stdout.count("test: accuracy") == 1  # one voice
     two = _rows(tmp_path / "two")
     assert [row["epoch"] for row in two] == [1, 2, 3]  # one writer: each epoch logged once

@@ -5,6 +5,7 @@ the loop tells its callbacks of each step and of its loss."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.conftest import TINY
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data import load_source, prepare
+from transferlab.distributed import World
 from transferlab.model import Outputs, TransferModel
 from transferlab.strategies import parse_strategy
 from transferlab.train.batches import Batch
@@ -98,7 +100,9 @@ def test_the_trainer_refuses_early_stopping_before_the_checkpoint_it_reads_from(
 
 def test_a_time_limit_fits_the_epoch_count_to_the_pace_and_the_state_carries_it() -> None:
     config = SimpleNamespace(epochs=20)
-    trainer = SimpleNamespace(state=TrainState(), epochs=20, config=config, elapsed=0.0, stop_reason=None)
+    trainer = SimpleNamespace(
+        state=TrainState(), epochs=20, config=config, elapsed=0.0, stop_reason=None, world=World()
+    )
     budget = TimeBudget(100.0)
     budget.on_fit_start(trainer)
     plans = []
@@ -114,6 +118,33 @@ def test_a_time_limit_fits_the_epoch_count_to_the_pace_and_the_state_carries_it(
     trainer.elapsed = 100.5
     budget.on_step_end(trainer)
     assert trainer.stop_reason == "time limit of 100 s reached"
+
+
+@dataclass(frozen=True)
+class RankOne(World):
+    """Rank 1 of two, whose rank 0 planned `main_plan` epochs."""
+
+    main_plan: int = 0
+
+    def from_main(self, value: Any) -> Any:
+        return self.main_plan
+
+
+def test_under_torchrun_every_rank_keeps_rank_0s_epoch_plan() -> None:
+    # This rank's clock holds 10 epochs (1 + 90.2 // 9.8), rank 0's a hair less: the plan must be rank 0's, or
+    # this rank would start an eleventh epoch that rank 0 never joins.
+    trainer = SimpleNamespace(
+        state=TrainState(epoch=1),
+        epochs=20,
+        config=SimpleNamespace(epochs=20),
+        elapsed=0.0,
+        world=RankOne(rank=1, size=2, main_plan=9),
+    )
+    budget = TimeBudget(100.0)
+    budget.on_fit_start(trainer)
+    trainer.elapsed = 9.8
+    budget.on_epoch_end(trainer, {})
+    assert trainer.epochs == trainer.state.epochs == 9
 
 
 class Tally(Callback):

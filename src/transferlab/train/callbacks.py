@@ -87,7 +87,11 @@ class TimeBudget(Callback):
     """Fits the run into `seconds` of training. After each epoch the run's epoch count becomes what the time
     left holds at that epoch's pace (never more than configured), so that the learning-rate schedule anneals
     to its end when the time runs out, rather than being cut off at a high rate. Should an epoch still run
-    over, training stops cleanly after the step at which the time is up."""
+    over, training stops cleanly after the step at which the time is up.
+
+    Under torchrun every rank plans with its own clock, and two clocks a millisecond apart can fall on either
+    side of an epoch: rank 0's plan is everyone's, or a rank that planned one epoch more would wait forever for
+    the others' gradients."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -102,7 +106,7 @@ class TimeBudget(Callback):
         pace, self.mark = now - self.mark, now
         if pace <= 0:
             return
-        fitted = max(done, min(self.planned, done + int((self.seconds - now) // pace)))
+        fitted = trainer.world.from_main(max(done, min(self.planned, done + int((self.seconds - now) // pace))))
         if fitted != trainer.epochs:
             trainer.epochs = trainer.state.epochs = fitted  # the state carries it into a resumed run
 
