@@ -1,5 +1,5 @@
 """Accuracy per strategy, with transferlab's defaults, on Fashion-MNIST with 100 labelled images per class
-(seeded; 80 train + 20 validation), scored on all 10,000 test images; wall time per row. One more row:
+(seeded; 90 train + 10 validation), scored on all 10,000 test images; wall time per row. One more row:
 logistic regression on raw pixels, the floor any transfer has to clear.
 
     python benchmarks/accuracy.py [--per-class 100] [--strategies head,partial:5,partial:2,full,scratch,auto]
