@@ -104,9 +104,8 @@ class TimeBudget(Callback):
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         now, done = trainer.elapsed, trainer.state.epoch
         pace, self.mark = now - self.mark, now
-        if pace <= 0:
-            return
-        fitted = trainer.world.from_main(max(done, min(self.planned, done + int((self.seconds - now) // pace))))
+        held = done + int((self.seconds - now) // pace) if pace > 0 else trainer.epochs
+        fitted = trainer.world.from_main(max(done, min(self.planned, held)))  # a collective: every rank calls it
         if fitted != trainer.epochs:
             trainer.epochs = trainer.state.epochs = fitted  # the state carries it into a resumed run
 
