@@ -118,13 +118,29 @@ def test_an_ensemble_killed_in_its_second_member_resumes_to_the_uninterrupted_on
     assert whole.keys() == parted.keys() and all((whole[k] == parted[k]).all() for k in whole)
 
 
-def test_an_ensemble_refuses_what_it_cannot_score_or_combine(digits, tiny_weights, tmp_path) -> None:
+def test_an_ensemble_refuses_what_it_cannot_combine(tiny_weights) -> None:
     with pytest.raises(ConfigError, match="not with refit"):
         _config(tiny_weights, refit=True)
     with pytest.raises(ConfigError, match="at least 1 member"):
         _config(tiny_weights, ensemble=0)
-    with pytest.raises(ConfigError, match="scored on a test split"):  # arrays: train and validation only
-        fit(digits, _config(tiny_weights), tmp_path / "run", quiet=True)
+
+
+def test_without_a_test_split_the_members_share_the_validation_images_they_are_scored_on(
+    digits, tiny_weights, tmp_path, capsys
+) -> None:
+    result = fit(digits, _config(tiny_weights), tmp_path / "run")  # arrays: train and validation only
+    assert "no test split: the members keep the first's validation images" in capsys.readouterr().out
+    members = [FitConfig.load(tmp_path / "run" / "members" / str(k) / "config.yaml") for k in range(2)]
+    assert [member.seed for member in members] == [0, 1] and members[1].split_seed == 0
+    held_out = [
+        load_source(digits, seed=split, sample_seed=member.sample_seed).splits["val"]
+        for member, split in zip(members, [members[0].seed, members[1].split_seed], strict=True)
+    ]
+    np.testing.assert_array_equal(held_out[0].arrays, held_out[1].arrays)  # no member trained on another's val
+    assert result.scores["split"] == "val" and result.scores["count"] == len(held_out[0])
+    # Scored as the ensemble predicts: its probabilities on those images, against their labels
+    predicted = load(result.run_dir).predict_proba(held_out[0].arrays).argmax(1)
+    assert result.scores["accuracy"] == pytest.approx(np.mean(predicted == held_out[0].labels))
 
 
 @pytest.mark.parametrize(
@@ -156,11 +172,10 @@ def test_a_time_limit_the_first_member_leaves_unused_goes_to_more_members(
     assert f"{100 * summary['ensemble'][3]['accuracy']:.2f}%" in page
 
 
-def test_a_time_limit_with_nothing_to_score_an_ensemble_on_keeps_one_run(
-    digits, tiny_weights, tmp_path, capsys
-) -> None:
+def test_a_time_limit_that_holds_one_member_keeps_one_run(digits, tiny_weights, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(transferlab.ensemble, "members_within", lambda limit, first: 1)  # a first that used it up
     result = fit(digits, _config(tiny_weights, ensemble=None, time_limit=600, epochs=1), tmp_path / "run")
-    assert "one model: an ensemble is scored on a test split, and this source has none" in capsys.readouterr().out
+    assert "of the 600 s limit, and what is left holds no second member" in capsys.readouterr().out
     run = result.run_dir
     assert not (run / "members").exists() and result.config.ensemble == 1  # the member's files, moved up
     assert {"checkpoint.safetensors", "metrics.jsonl", "data.json", "model.safetensors"} <= {
@@ -174,6 +189,8 @@ def test_a_time_limit_with_nothing_to_score_an_ensemble_on_keeps_one_run(
 def test_a_run_killed_while_its_one_member_moves_up_resumes_to_one_run(
     digits, tiny_weights, tmp_path, monkeypatch, step
 ) -> None:
+    one_member = ("transferlab.ensemble.members_within", lambda limit, first: 1)  # a first that used it up
+    monkeypatch.setattr(*one_member)
     config = _config(tiny_weights, ensemble=None, time_limit=600, epochs=1)
     whole = fit(digits, config, tmp_path / "whole", quiet=True)
     broken = "write_bytes_atomic" if step == "copying the model up" else "shutil.rmtree"
@@ -185,6 +202,7 @@ def test_a_run_killed_while_its_one_member_moves_up_resumes_to_one_run(
     with pytest.raises(Interrupted):
         fit(digits, config, tmp_path / "parted", quiet=True)
     monkeypatch.undo()
+    monkeypatch.setattr(*one_member)
     resumed = fit(digits, config, tmp_path / "parted", resume=True, quiet=True)
     assert resumed.scores["accuracy"] == whole.scores["accuracy"] and resumed.state.epoch == 1
     images = digits[0][:20]

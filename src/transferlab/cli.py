@@ -35,6 +35,7 @@ UNSET_MEANS = {
     "per_class": "all",
     "val_fraction": "a tenth of each class, at least 10 images and at most a fifth of it",
     "sample_seed": "--seed",
+    "split_seed": "--seed",
     "ensemble": "one model, or as many as --time-limit holds",
 }
 TASK_HELP = "a multi-task CSV manifest's label column to measure (default: its `label`)"

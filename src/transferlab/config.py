@@ -49,9 +49,11 @@ class FitConfig:
     `inference_precision`: the arithmetic of scoring the test split (and of `predict` on the saved model):
     `auto` is bfloat16 where the device computes it in hardware (a CPU with AVX-512 BF16 or AMX, a GPU), else
     float32; `32` is float32 everywhere (train/precision.py). `ensemble`: fit that many members, one after
-    another, with seeds `seed`, `seed + 1`, ... (each its own train/validation split), the first's decisions
-    and an equal share of `time_limit` for each, and predict with their probabilities averaged (ensemble.py);
-    the members share `sample_seed` (unset: `seed`), so that `per_class` draws them the same labelled images;
+    another, with seeds `seed`, `seed + 1`, ... (each its own train/validation split where the source has a
+    test split to score them on; else the first's, `split_seed`, on which they are scored), the first's
+    decisions and an equal share of `time_limit` for each, and predict with their probabilities averaged
+    (ensemble.py); the members share `sample_seed` (unset: `seed`), so that `per_class` draws them the same
+    labelled images;
     unset, one model, unless a `time_limit` holds more: the first member trains with the whole limit, and what
     it leaves goes to further members (defaults.members_within).
     `refit`: once
@@ -120,6 +122,7 @@ class FitConfig:
     ensemble: int | None = None  # 4 members predict 2.6x slower; --time-limit 480: 88.12%, 3 seeds (benchmarks)
     seed: int = 0
     sample_seed: int | None = None  # which images `per_class` keeps; unset, `seed` (data/sources.load_source)
+    split_seed: int | None = None  # which of them validation holds; unset, `seed`
     channels_last: bool = True
     precision: str = "auto"
     inference_precision: str = "auto"

@@ -2,7 +2,9 @@
 
 Member k is an ordinary run in `RUN_DIR/members/k`, with seed `seed + k`, so it draws its own train/validation
 split and its own batches, of the same labelled images: the members share the `sample_seed` that chooses
-which images `per_class` keeps. The first member takes the advisor's decisions; the
+which images `per_class` keeps. A source without a test split has the ensemble scored on validation images,
+which no member may have trained on: there the members keep the first's split (`split_seed`), and differ in
+their batches, augmentation and dropout alone. The first member takes the advisor's decisions; the
 others are fitted with the first's resolved settings, so the advisor runs once. With `--ensemble N` each gets
 an equal share of `--time-limit`. The run dir itself holds the Ensemble (model.Ensemble: the members' weights in one
 safetensors file) and its scores on the test split, so `evaluate`, `predict` and `export` take it as they take
@@ -60,9 +62,14 @@ def fit_ensemble(
         ensemble=1, time_limit=limit / count if limit and count else limit, report=False, sample_seed=sample
     )
     first_run, first = _member(0, count, source, settings, run_dir, resume, quiet)
-    count = _count(config, first, "test" in first_run.data.sources[""].splits, quiet)
+    count = _count(config, first, quiet)
     share = (limit - first.state.elapsed) / (count - 1) if config.ensemble is None and limit and count > 1 else None
     settings = first.config.updated(report=False, time_limit=share or settings.time_limit)  # the first's decisions
+    if count > 1 and "test" not in first_run.data.sources[""].splits:
+        split = first.config.seed if first.config.split_seed is None else first.config.split_seed
+        settings = settings.updated(split_seed=split)
+        if not quiet:
+            print("no test split: the members keep the first's validation images, and are scored on them", flush=True)
     runs, results = [first_run], [first]
     for index in range(1, count):
         run, result = _member(index, count, source, settings, run_dir, resume, quiet)
@@ -80,24 +87,20 @@ def fit_ensemble(
     return kept
 
 
-def _count(config: FitConfig, first: FitResult, scorable: bool, quiet: bool) -> int:
+def _count(config: FitConfig, first: FitResult, quiet: bool) -> int:
     """The member count: as asked, or as many as the time limit holds once the first has trained."""
     if config.ensemble is not None:
-        if not scorable:
-            raise ConfigError(
-                "an ensemble is scored on a test split, and this source has none: each member's validation split "
-                "holds images the other members trained on"
-            )
         return config.ensemble
     assert config.time_limit is not None, "fits_an_ensemble: an automatic count needs a time limit"
-    count = members_within(config.time_limit, first.state.elapsed) if scorable else 1
+    count = members_within(config.time_limit, first.state.elapsed)
     if not quiet:
-        print(_count_note(count, config.time_limit, first.state.elapsed, scorable), flush=True)
+        print(_count_note(count, config.time_limit, first.state.elapsed), flush=True)
     return count
 
 
 def _keep(config: FitConfig, runs: list[Run], results: list[FitResult], run_dir: Path, quiet: bool) -> FitResult:
-    """Save the members' Ensemble in `run_dir` and score it on the test split (every member's is the same one)."""
+    """Save the members' Ensemble in `run_dir` and score it on the split every member was scored on: the test
+    split, or the validation split they share."""
     model = Ensemble([result.model for result in results])
     first, last = results[0], results[-1]
     described = model.describe()
@@ -159,9 +162,7 @@ def _member(
     return fit_run(source, settings.updated(seed=settings.seed + index), member_dir, resume=again, quiet=quiet)
 
 
-def _count_note(count: int, limit: float, first: float, scorable: bool) -> str:
-    if not scorable:
-        return "one model: an ensemble is scored on a test split, and this source has none"
+def _count_note(count: int, limit: float, first: float) -> str:
     if count == 1:
         return (
             f"one model: the first trained {first:.0f} s of the {limit:g} s limit, and what is left holds no "
