@@ -4,11 +4,11 @@ Member k is an ordinary run in `RUN_DIR/members/k`, with seed `seed + k`, so it 
 split and its own batches, of the same labelled images: the members share the `sample_seed` that chooses
 which images `per_class` keeps. A source without a test split has the ensemble scored on validation images,
 which no member may have trained on: there the members keep the first's split (`split_seed`), and differ in
-their batches, augmentation and dropout alone. The first member takes the advisor's decisions; the
-others are fitted with the first's resolved settings, so the advisor runs once. With `--ensemble N` each gets
-an equal share of `--time-limit`. The run dir itself holds the Ensemble (model.Ensemble: the members' weights in one
-safetensors file) and its scores on the test split, so `evaluate`, `predict` and `export` take it as they take
-one model.
+their batches, augmentation and dropout alone. The first member takes the advisor's decisions; the others
+are fitted with the first's resolved settings, so the advisor runs once. With `--ensemble N` each gets an
+equal share of `--time-limit`. The run dir itself holds the Ensemble (model.Ensemble: the members' weights in
+one safetensors file) and its scores on the test split (or the validation split its members share), so
+`evaluate`, `predict` and `export` take it as they take one model.
 
 With `--ensemble` unset, a `--time-limit` decides the count: the first member trains with the whole limit,
 and the time its schedule leaves goes to further members (defaults.members_within), so that a long limit
