@@ -36,10 +36,12 @@ def main() -> None:
             advise, said = timed(["advise", *data])
             measured = float(re.search(r"measured in ([0-9.]+) s", said).group(1))  # type: ignore[union-attr]
             out = str(Path(temp) / f"full-{per_class}")
-            full, _ = timed(["fit", *data, "--strategy", "full", "--no-report", "--out", out])
+            full, told = timed(["fit", *data, "--strategy", "full", "--no-report", "--out", out])
             rows.append((per_class, advise, measured, full))
+            stopped = re.search(r"^stopped: (.*)$", told, re.MULTILINE)  # how many epochs the fit's time bought
             print(
-                f"  {per_class}/class: advise {advise:.1f} s (measuring {measured:.1f} s), full {full:.1f} s",
+                f"  {per_class}/class: advise {advise:.1f} s (measuring {measured:.1f} s), full {full:.1f} s "
+                f"({stopped.group(1) if stopped else 'no stop line'})",
                 flush=True,
             )
     print(f"\n{'per class':>9} {'advise (s)':>11} {'measuring (s)':>14} {'full fit (s)':>13} {'ratio':>7}  goal")
