@@ -236,6 +236,16 @@ class FitConfig:
         return [t.strip() for t in self.tasks.split(",") if t.strip()] if self.tasks is not None else None
 
     @property
+    def drawing_seed(self) -> int:
+        """The seed that chooses which images `per_class` keeps: `sample_seed`, unset `seed`."""
+        return self.seed if self.sample_seed is None else self.sample_seed
+
+    @property
+    def splitting_seed(self) -> int:
+        """The seed that chooses which of them validation holds: `split_seed`, unset `seed`."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def domain_sources(self) -> dict[str, str]:
         """{domain: source} from `domains` ("NAME=SOURCE" each); empty without domains."""
         parsed: dict[str, str] = {}

@@ -57,17 +57,18 @@ def fit_ensemble(
         config.save(RunDir(run_dir).config)
     limit, count = config.time_limit, config.ensemble
     # One draw of `per_class` labelled images for every member; each its own train/validation split of them
-    sample = config.seed if config.sample_seed is None else config.sample_seed
     settings = config.updated(
-        ensemble=1, time_limit=limit / count if limit and count else limit, report=False, sample_seed=sample
+        ensemble=1,
+        time_limit=limit / count if limit and count else limit,
+        report=False,
+        sample_seed=config.drawing_seed,
     )
     first_run, first = _member(0, count, source, settings, run_dir, resume, quiet)
     count = _count(config, first, quiet)
     share = (limit - first.state.elapsed) / (count - 1) if config.ensemble is None and limit and count > 1 else None
     settings = first.config.updated(report=False, time_limit=share or settings.time_limit)  # the first's decisions
     if count > 1 and "test" not in first_run.data.sources[""].splits:
-        split = first.config.seed if first.config.split_seed is None else first.config.split_seed
-        settings = settings.updated(split_seed=split)
+        settings = settings.updated(split_seed=first.config.splitting_seed)
         if not quiet:
             print("no test split: the members keep the first's validation images, and are scored on them", flush=True)
     runs, results = [first_run], [first]

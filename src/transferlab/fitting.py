@@ -143,9 +143,9 @@ def _load(sources: Sources, config: FitConfig) -> dict[str, Dataset]:
             source,
             tasks=tasks,
             per_class=config.per_class,
-            seed=config.seed if config.split_seed is None else config.split_seed,
+            seed=config.splitting_seed,
             val_fraction=config.val_fraction,
-            sample_seed=config.seed if config.sample_seed is None else config.sample_seed,
+            sample_seed=config.drawing_seed,
         )
 
     if isinstance(sources, Mapping):
