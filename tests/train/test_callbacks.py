@@ -1,11 +1,11 @@
 """The best checkpoint: lowest validation loss, the latest of the models within one standard error of it; the
 validation loss, tempered or not; the time budget that fits the run's epochs to the time it is given; and when
-the loop tells its callbacks of each step and of its loss."""
+the loop tells its callbacks of each step and of its loss; and what the ranks of a torchrun agree on each step."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +23,7 @@ from transferlab.strategies import parse_strategy
 from transferlab.train.batches import Batch
 from transferlab.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
 from transferlab.train.inputs import make_batches
-from transferlab.train.loop import Callback, Trainer, validate
+from transferlab.train.loop import Callback, Trainer, TrainingDiverged, validate
 from transferlab.train.state import TrainState
 
 LOSSES = [0.60, 0.50, 0.505, 0.52, 0.49, 0.60, 0.70]
@@ -176,3 +176,50 @@ def test_each_step_is_told_at_its_end_and_its_loss_before_its_epoch_ends(digits,
     assert tally.steps == list(range(1, 2 * steps + 1))  # each step's own state, once
     assert tally.by_epoch == [(steps, steps), (2 * steps, 2 * steps)]  # read a step late, but within the epoch
     assert all(math.isfinite(loss) and loss > 0 for loss in tally.losses)
+
+
+@dataclass(frozen=True)
+class RankZero(World):
+    """Rank 0 of two without a process group: each agreement is counted, and the other rank's flags for the
+    n-th one (`theirs[n]`) are raised with this rank's."""
+
+    theirs: dict[int, tuple[bool, ...]] = field(default_factory=dict)
+    agreements: list[tuple[bool, ...]] = field(default_factory=list)
+
+    def any(self, *flags: bool) -> list[bool]:
+        self.agreements.append(flags)
+        other = self.theirs.get(len(self.agreements), (False,) * len(flags))
+        return [mine or its for mine, its in zip(flags, other, strict=True)]
+
+    def from_main(self, value: Any) -> Any:
+        return value
+
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        pass
+
+
+def _two_rank_trainer(digits: Any, tmp_path: Any, world: RankZero) -> Trainer:
+    torch.manual_seed(0)
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+    config = FitConfig(strategy="full", epochs=2, lr=1e-2, image_size=32, batch_size=16, augment="none", cached_views=0)
+    train, val, _ = make_batches(model, parse_strategy("full"), config, prepare(load_source(digits), 32), "cpu")
+    trainer = Trainer(model, parse_strategy("full"), config, train, val, tmp_path)
+    trainer.world = world  # after DDP would have wrapped the step: this test has no process group
+    return trainer
+
+
+def test_the_ranks_agree_once_a_step_on_a_diverged_loss_a_stop_and_an_interruption(digits, tmp_path) -> None:
+    world = RankZero(rank=0, size=2)
+    trainer = _two_rank_trainer(digits, tmp_path, world)
+    trainer.fit()
+    steps = len(trainer.train)
+    # one collective a step beside DDP's gradients; at each epoch's end, one for its last loss, one after validation
+    assert len(world.agreements) == 2 * steps + 2 * 2
+    assert all(len(flags) == 3 for flags in world.agreements)  # diverged, interrupted, stopping
+
+
+def test_a_loss_that_diverged_on_another_rank_stops_this_one(digits, tmp_path) -> None:
+    world = RankZero(rank=0, size=2, theirs={3: (True, False, False)})
+    trainer = _two_rank_trainer(digits, tmp_path, world)
+    with pytest.raises(TrainingDiverged, match=r"another process's loss became NaN or infinite at epoch 1, step 2"):
+        trainer.fit()

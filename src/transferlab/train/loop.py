@@ -351,36 +351,35 @@ class Trainer:
         finished, self._unread = self._unread, StepValues.of(loss, parts, state.epoch, state.step)
         state.step += 1
         state.global_step += 1
-        if finished is not None:
-            self._report(finished)
         for callback in self.callbacks:
             callback.on_step_end(self)
-        self._agree()
+        self._agree(finished)
 
-    def _report(self, finished: StepValues) -> None:
-        """A finished step's loss to the callbacks, read a step late (train/readback.py). A NaN or infinite
-        loss stops the run: its update has reached the weights in memory, but every epoch's end reads its last
-        step before anything is validated or saved, so what the run dir keeps is the last good model."""
-        loss, parts = finished.read()
-        (diverged,) = self.world.any(not math.isfinite(loss))
+    def _report_last_step(self) -> None:
+        finished, self._unread = self._unread, None
+        self._agree(finished)
+
+    def _agree(self, finished: StepValues | None = None) -> None:
+        """Every rank stops, is interrupted, or gives up on a diverged loss where any one does (its time limit, a
+        Ctrl-C, a NaN), or the others would wait forever for its gradients: one collective for all three, so a
+        step costs the ranks one agreement beside DDP's gradients. One process: nothing to agree.
+
+        `finished`: a step's loss, read a step late (train/readback.py), then told to the callbacks. A NaN or
+        infinite loss stops the run: its update has reached the weights in memory, but every epoch's end reads
+        its last step before anything is validated or saved, so what the run dir keeps is the last good model."""
+        loss, parts = finished.read() if finished is not None else (0.0, {})
+        diverged, stopping = not math.isfinite(loss), self.stop_reason is not None
+        if self.world.active:
+            diverged, self.interrupted, stopping = self.world.any(diverged, self.interrupted, stopping)
+            if stopping and self.stop_reason is None:
+                self.stop_reason = "stopped with another process"
+        if finished is None:
+            return
         if diverged:
+            what = f"loss became {loss}" if not math.isfinite(loss) else "another process's loss became NaN or infinite"
             raise TrainingDiverged(
-                f"loss became {loss} at epoch {finished.epoch + 1}, step {finished.step + 1}; "
+                f"{what} at epoch {finished.epoch + 1}, step {finished.step + 1}; "
                 f"the last good model is kept in {self.run_dir} (try a lower --lr)"
             )
         for callback in self.callbacks:
             callback.on_loss(self, loss, parts)
-
-    def _report_last_step(self) -> None:
-        if self._unread is not None:
-            finished, self._unread = self._unread, None
-            self._report(finished)
-
-    def _agree(self) -> None:
-        """Every rank stops, or is interrupted, where any one is (its time limit, a Ctrl-C), or the others
-        would wait forever for its gradients. One process: nothing to agree."""
-        if not self.world.active:
-            return
-        self.interrupted, stopping = self.world.any(self.interrupted, self.stop_reason is not None)
-        if stopping and self.stop_reason is None:
-            self.stop_reason = "stopped with another process"
