@@ -107,8 +107,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
+def _say_run_dir(run_dir: Path) -> None:
     from transferlab.distributed import rank
+
+    if rank() == 0:  # under torchrun, one process speaks for the run
+        print(f"run dir: {run_dir}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
     from transferlab.fitting import fit
 
     if args.resume:
@@ -122,8 +128,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
         name = args.source or "-".join(config.domain_sources)
         result = fit(args.source, config, args.out or _new_run_dir(name))
-    if rank() == 0:  # under torchrun, one process speaks for the run
-        print(f"run dir: {result.run_dir}")
+    _say_run_dir(result.run_dir)
     return 0
 
 
@@ -137,7 +142,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             raise TransferlabError("adapt needs a labelled SOURCE and --target TARGET, or --resume RUN_DIR")
         out = args.out or _new_run_dir(f"{Path(str(args.source)).name}-to-{Path(str(args.target)).name}")
         result = fit(args.source, _fit_config(args), out)
-    print(f"run dir: {result.run_dir}")
+    _say_run_dir(result.run_dir)
     return 0
 
 

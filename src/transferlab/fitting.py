@@ -23,6 +23,7 @@ from transferlab.adaptation.methods import (
     describe_adaptation,
     prepare_adaptation,
     reads_target,
+    source_image_weights,
 )
 from transferlab.adaptation.monitor import DomainGap
 from transferlab.backbones import Backbone
@@ -264,8 +265,6 @@ def build_run(
     build what its config.yaml settled, silently, without the heads' warm start: DDP gives them rank 0's
     weights."""
     world = join(resolve_device(config.device))
-    if world.active and (target is not None or config.target is not None):  # refused by every rank at once
-        raise ConfigError("domain adaptation runs in one process: start adapt without torchrun")
     run_dir = world.from_main(Path(run_dir))  # a name from the clock is rank 0's
     following = not world.is_main
     if following:
@@ -290,15 +289,10 @@ def build_run(
     smallest = data.train_counts(data.smallest_head())
     config = resolve(config.updated(image_size=size), strategy, int(smallest.min()), data.train_images)
     config = config.updated(precision=resolve_precision(config.precision, device))
-    config, target_data, image_weights = prepare_adaptation(
-        target_source, config, backbone, data, run_dir, device, echo
-    )
+    config, target_data = prepare_adaptation(target_source, config, backbone, data, run_dir, device, echo)
     assert config.backbone_lr_ratio is not None, "resolve() sets the ratio"
     strategy = replace(strategy, backbone_lr_ratio=config.backbone_lr_ratio)  # a configured ratio wins
     model = _build_model(backbone, data, strategy, config, device)
-    objective = (
-        build_objective(config, model) if target_data is None else build_adaptation(config, model, image_weights)
-    )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not settled:
         config.save(RunDir(run_dir).config)
@@ -307,6 +301,7 @@ def build_run(
             stale.unlink(missing_ok=True)  # an earlier run's in the same dir
     if world.active and world.is_main:
         world.barrier()  # the other ranks may read config.yaml now
+    objective = _objective(config, model, backbone, data, target_data, world, echo)
     _describe(data, datasets, backbone, strategy, model, config, echo)
     if target_data is not None:
         echo(describe_adaptation(config, target_data))
@@ -333,6 +328,24 @@ def build_run(
     )
 
 
+def _objective(
+    config: FitConfig,
+    model: TransferModel,
+    backbone: Backbone,
+    data: FitData,
+    target: PreparedData | None,
+    world: World,
+    echo: Echo,
+) -> Objective:
+    """The loss: domain adaptation's where there is a `target`. Its source images' importance weights, where
+    asked for, are measured once, by rank 0 (a forward pass over both domains), and sent to the other ranks."""
+    if target is None:
+        return build_objective(config, model)
+    source = data.sources[""]
+    weights = source_image_weights(config, backbone, source, target, world.device, echo) if world.is_main else None
+    return build_adaptation(config, model, world.from_main(weights))
+
+
 def _batches(
     model: TransferModel,
     strategy: Strategy,
@@ -348,7 +361,8 @@ def _batches(
         train, val, note = make_fit_batches(model, strategy, config, data, world.device, world)
     else:
         side_by_side = reads_target(config)
-        made = make_paired_batches(model, strategy, config, data.sources[""], target, world.device, side_by_side)
+        source = data.sources[""]
+        made = make_paired_batches(model, strategy, config, source, target, world.device, side_by_side, world)
         train, val, target_val, note = made
     if world.active:
         train = shard(train, world.rank, world.size)

@@ -109,14 +109,13 @@ def prepare_adaptation(
     run_dir: Path,
     device: str,
     echo: Echo,
-) -> tuple[FitConfig, PreparedData | None, torch.Tensor | None]:
-    """What `build_run` needs to adapt: the config with the method chosen (and why, into advice.json), the
-    target decoded like the source, and the source images' importance weights if asked for. Without a
-    target: nothing to do."""
+) -> tuple[FitConfig, PreparedData | None]:
+    """What `build_run` needs to adapt: the config with the method chosen (and why, into advice.json), and the
+    target decoded like the source. Without a target: nothing to do."""
     if target_source is None:
         if config.validation == "dev":
             raise ConfigError("validation 'dev' weighs the source's validation images towards a target: give one")
-        return config, None, None
+        return config, None
     if data.domains:
         raise ConfigError("domain adaptation takes one source, not several domains")
     source = data.sources[""]
@@ -129,10 +128,7 @@ def prepare_adaptation(
         known = json.loads(advice.read_text()) if advice.is_file() else {}
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(advice, known | {"adaptation": measured})
-    weights = None
-    if config.source_weighting == "importance":
-        weights = source_image_weights(config, backbone, source, target, device, echo)
-    return config, target, weights
+    return config, target
 
 
 def resolve_adaptation(
@@ -171,9 +167,12 @@ def transfer_term(method: str, features: int) -> TransferTerm | None:
 
 def source_image_weights(
     config: FitConfig, backbone: Backbone, source: PreparedData, target: PreparedData, device: str, echo: Echo
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """Importance weights p_target(x) / p_source(x) of every source training image, clipped and normalised to
-    mean 1, from a domain classifier on pretrained features (fitted on every source training image)."""
+    mean 1, from a domain classifier on pretrained features (fitted on every source training image), where
+    `config` weighs the source images so; else None."""
+    if config.source_weighting != "importance":
+        return None
     images = source.splits["train"].images
     features = pooled_features(backbone.to(device), images, device=device)
     target_images = target.splits["train"].images

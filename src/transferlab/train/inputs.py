@@ -41,21 +41,23 @@ def make_paired_batches(
     target: PreparedData,
     device: str,
     side_by_side: bool = True,
+    world: World | None = None,
 ) -> tuple[Batches, Batches, Batches, str]:
     """Domain adaptation's (train, val, target val, note). `side_by_side`: each source training batch is paired
     with a target batch (methods whose loss reads the target), else the source's batches alone. Validation is
     the source's (the target's labels are never read); the target's held-out images are there to measure how
-    far apart the domains' features are, from the images (it reads a few hundred per epoch)."""
+    far apart the domains' features are, from the images (it reads a few hundred per epoch). `world`: the ranks
+    share out the frozen prefix's caches."""
     held_out = target.splits["val"]
     normalizer = Normalizer(model.backbone.preprocessing, config.channels_last)
     assert config.batch_size is not None, "make_batches checks the resolved config"
     target_val = ImageBatches(held_out.images, held_out.labels, normalizer, config.batch_size, device=device)
     if not side_by_side:
-        train, val, note = make_batches(model, strategy, config, source, device)
+        train, val, note = make_batches(model, strategy, config, source, device, world=world)
         return train, val, target_val, note
     budget = DEFAULT_BUDGET_BYTES // 2
-    train, val, note = make_batches(model, strategy, config, source, device, budget)
-    target_train, _ = train_batches(model, strategy, config, target.splits["train"], device, budget)
+    train, val, note = make_batches(model, strategy, config, source, device, budget, world)
+    target_train, _ = train_batches(model, strategy, config, target.splits["train"], device, budget, world)
     if target_train.start_stage != train.start_stage:
         # Both halves of a batch must enter the model at the same stage: when the cache cannot hold both, neither.
         train, val, note = make_batches(model, strategy, config, source, device, budget=0)
