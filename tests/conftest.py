@@ -3,6 +3,7 @@ real computation in seconds."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,25 @@ def image_folder(root: Path, images: np.ndarray, labels: np.ndarray, size: int =
         (root / split / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).resize((size, size)).save(root / split / str(label) / f"{i}.png")
     return root
+
+
+PARITY = ["even", "odd"]
+
+
+@pytest.fixture(scope="session")
+def manifest(digits, tmp_path_factory) -> Path:
+    """A CSV of real digit PNGs with two label columns: `digit` (missing on every other image) and `parity`;
+    a fifth of the rows are the test split."""
+    root = tmp_path_factory.mktemp("multi")
+    images, labels = digits
+    rows = []
+    for i, (image, label) in enumerate(zip(images[:240], labels[:240], strict=True)):
+        Image.fromarray(image).resize((16, 16)).save(root / f"{i}.png")
+        test = i % 5 == 0
+        digit = str(label) if test or i % 2 == 0 else ""
+        rows.append({"path": f"{i}.png", "digit": digit, "parity": PARITY[label % 2], "split": "test" if test else ""})
+    with (root / "labels.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["path", "digit", "parity", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "labels.csv"

@@ -1,7 +1,7 @@
 """`torchrun -m transferlab fit`: two gloo processes on this CPU train like one, rank 0 alone writes the run
-dir, a distributed run resumes from a checkpoint, a refit trains on both ranks, domain adaptation trains on
-both, and the ranks share out the frozen prefix's cache and get one process's. Real processes, a tiny
-backbone, real digit images."""
+dir, a distributed run resumes from a checkpoint, a refit, domain adaptation, several tasks and several
+domains train on both ranks, and the ranks share out the frozen prefix's cache and get one process's. Real
+processes, a tiny backbone, real digit images."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -122,6 +123,41 @@ def test_adapt_trains_on_both_ranks_and_scores_the_target_like_one_process(folde
     # The same batches halved per rank: the same accuracy within noise (108 test images: one is 0.9 points).
     assert scores["split"] == one.scores["split"] == "target test"
     assert abs(scores["accuracy"] - one.scores["accuracy"]) <= 0.05
+
+
+def _close_per_head(two: dict, one: dict, tolerance: float) -> None:
+    for head, scores in one["tasks"].items():
+        assert abs(two["tasks"][head]["accuracy"] - scores["accuracy"]) <= tolerance, head
+
+
+def test_several_tasks_with_gradnorm_train_on_both_ranks_like_one_process(manifest, tiny_weights, tmp_path) -> None:
+    # GradNorm is the weighting that takes gradients inside the loss (on the shared features), beside DDP's
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), **SETTINGS, tasks="digit,parity", weighting="gradnorm")
+    one = fit(str(manifest), config, tmp_path / "one", quiet=True)
+    tasks = ["--tasks", "digit,parity", "--weighting", "gradnorm"]
+    _torchrun("fit", str(manifest), *tasks, *_flags(tiny_weights), "--out", str(tmp_path / "two"))
+    rows = _rows(tmp_path / "two")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[-1]["train/weight/digit"] != 1.0  # the task weights learned, on both ranks' gradients
+    # 48 test images: one image is 2.1 points
+    _close_per_head(json.loads(RunDir(tmp_path / "two").scores.read_text()), one.scores, 0.1)
+
+
+def test_several_domains_with_their_own_batchnorm_train_on_both_ranks_like_one_process(
+    folder, digits, tiny_weights, tmp_path
+) -> None:
+    images, labels = digits  # a second domain: the digits turned, under class names of their own
+    turned_images = np.stack([np.rot90(image) for image in images[:200]])
+    turned = image_folder(tmp_path / "turned", turned_images, np.array([f"t{label}" for label in labels[:200]]))
+    domains = [f"digits={folder}", f"turned={turned}"]
+    config = FitConfig(backbone=TINY, weights=str(tiny_weights), **SETTINGS, domains=domains, domain_batchnorm=True)
+    one = fit(None, config, tmp_path / "one", quiet=True)
+    flags = ["--domain", domains[0], "--domain", domains[1], "--domain-batchnorm"]
+    done = _torchrun("fit", *flags, *_flags(tiny_weights), "--out", str(tmp_path / "two"))
+    assert done.stdout.count("run dir:") == 1
+    assert [row["epoch"] for row in _rows(tmp_path / "two")] == [1, 2, 3]
+    # 108 and 40 test images: one image is 0.9 and 2.5 points
+    _close_per_head(json.loads(RunDir(tmp_path / "two").scores.read_text()), one.scores, 0.1)
 
 
 def _cache(world=None) -> torch.Tensor:

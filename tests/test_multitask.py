@@ -3,7 +3,6 @@ the objectives, the run dir, evaluate and predict, on real digits and a tiny bac
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import transferlab
-from tests.conftest import TINY, InterruptAt
+from tests.conftest import PARITY, TINY, InterruptAt
 from transferlab.backbones import create_backbone
 from transferlab.cli import main
 from transferlab.config import FitConfig
@@ -25,27 +24,6 @@ from transferlab.fitting import build_run, fit, train_run
 from transferlab.model import Outputs, TransferModel
 from transferlab.train.batches import Batch
 from transferlab.train.objectives import MultiTask, SoftSharing
-
-PARITY = ["even", "odd"]
-
-
-@pytest.fixture(scope="module")
-def manifest(digits, tmp_path_factory) -> Path:
-    """A CSV of real digit PNGs with two label columns: `digit` (missing on every other image) and `parity`;
-    a fifth of the rows are the test split."""
-    root = tmp_path_factory.mktemp("multi")
-    images, labels = digits
-    rows = []
-    for i, (image, label) in enumerate(zip(images[:240], labels[:240], strict=True)):
-        Image.fromarray(image).resize((16, 16)).save(root / f"{i}.png")
-        test = i % 5 == 0
-        digit = str(label) if test or i % 2 == 0 else ""
-        rows.append({"path": f"{i}.png", "digit": digit, "parity": PARITY[label % 2], "split": "test" if test else ""})
-    with (root / "labels.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["path", "digit", "parity", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return root / "labels.csv"
 
 
 def _config(weights: Path, **changes) -> FitConfig:
