@@ -46,9 +46,8 @@ def test_coral_is_zero_for_identical_features_and_grows_with_the_covariance_gap(
     assert 0 < near < far
 
 
-def _pair(source_features: torch.Tensor, target_features: torch.Tensor, target_logits: torch.Tensor) -> Pair:
-    n = len(source_features)
-    return Pair(source_features, target_features, torch.zeros(n, 2), target_logits, torch.ones(n))
+def _pair(source_features: torch.Tensor, target_features: torch.Tensor) -> Pair:
+    return Pair(source_features, target_features, torch.ones(len(source_features)))
 
 
 def _domain(count: int, nuisance: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +86,7 @@ def test_the_dann_discriminator_loses_track_of_a_nuisance_the_domains_differ_in(
 def test_dann_logs_its_discriminator_accuracy_and_the_a_distance_it_implies() -> None:
     torch.manual_seed(0)
     term = DomainAdversarial(4, hidden=8)
-    _, parts = term(_pair(torch.randn(16, 4), torch.randn(16, 4) + 5, torch.zeros(16, 2)), 0.5)
+    _, parts = term(_pair(torch.randn(16, 4), torch.randn(16, 4) + 5), 0.5)
     assert set(parts) == {"transfer/dann", "domain/accuracy", "domain/a_distance"}
     assert parts["domain/a_distance"].item() == 2 * (2 * parts["domain/accuracy"].item() - 1)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.data.imagefiles import write_bad_files, write_good_images
 from transferlab.data import decode
-from transferlab.data.decode import BadImage, array_to_rgb, open_image, open_scaled
+from transferlab.data.decode import BadImage, open_image, open_scaled
 
 WHITE = (255, 255, 255)
 
@@ -103,34 +103,6 @@ def test_image_extensions_match_in_any_case() -> None:
     assert decode.is_image_file(Path("scan.Tiff"))
     assert not decode.is_image_file(Path("notes.txt"))
     assert {".jpg", ".png", ".webp", ".pgm"} <= decode.IMAGE_EXTENSIONS
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1)])
-def test_grey_arrays_become_rgb(shape: tuple[int, ...]) -> None:
-    rgb = array_to_rgb(np.full(shape, 9, dtype=np.uint8))
-    assert rgb.shape == (5, 7, 3)
-    assert rgb.dtype == np.uint8
-    assert (rgb == 9).all()
-
-
-def test_alpha_arrays_composite_onto_white() -> None:
-    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
-    rgba[0, :] = (10, 20, 30, 255)
-    rgba[1, :] = (10, 20, 30, 0)
-    rgb = array_to_rgb(rgba)
-    assert rgb[0].tolist() == [[10, 20, 30]] * 2
-    assert rgb[1].tolist() == [[255, 255, 255]] * 2
-
-
-def test_float_and_16_bit_arrays_are_scaled() -> None:
-    assert array_to_rgb(np.array([[0.0, 1.0]]))[0, :, 0].tolist() == [0, 255]
-    assert array_to_rgb(np.array([[0, 65535]], dtype=np.uint16))[0, :, 0].tolist() == [0, 255]
-    assert array_to_rgb(np.array([[-1.0, 3.0]]))[0, :, 0].tolist() == [0, 255]  # no known range: stretched
-
-
-def test_arrays_of_other_shapes_are_refused() -> None:
-    with pytest.raises(ValueError, match="HxW"):
-        array_to_rgb(np.zeros((4, 4, 2), dtype=np.uint8))
 
 
 def test_jpeg_decodes_reduced_but_reports_its_full_size(tmp_path: Path) -> None:

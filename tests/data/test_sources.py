@@ -11,6 +11,7 @@ import pytest
 from tests.data.imagefiles import write_rgb
 from transferlab.data import BUILTINS, builtins, load_source
 from transferlab.data.builtins import FASHION_CLASSES, find_fashion_mnist
+from transferlab.data.sources import from_arrays
 from transferlab.data.splitting import held_out_count
 from transferlab.errors import ConfigError, DataError
 
@@ -189,6 +190,39 @@ def test_arrays_channels_first_with_class_names() -> None:
     assert data.classes == ["off", "on"]
     assert data.splits["train"].arrays is not None
     assert data.splits["train"].arrays.shape == (4, 5, 6, 3)
+
+
+def _stored(images: np.ndarray) -> np.ndarray:
+    """What a Split holds of two in-memory images."""
+    arrays = from_arrays(images, np.array([0, 1])).splits["train"].arrays
+    assert arrays is not None and arrays.dtype == np.uint8
+    return arrays
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7), (2, 5, 7, 1)])
+def test_grey_arrays_are_kept_as_one_grey_channel(shape: tuple[int, ...]) -> None:
+    arrays = _stored(np.full(shape, 9, dtype=np.uint8))
+    assert arrays.shape == (2, 5, 7) and (arrays == 9).all()
+
+
+def test_alpha_arrays_composite_onto_white() -> None:
+    rgba = np.zeros((2, 2, 2, 4), dtype=np.uint8)
+    rgba[:, 0] = (10, 20, 30, 255)
+    rgba[:, 1] = (10, 20, 30, 0)
+    arrays = _stored(rgba)
+    assert arrays.shape == (2, 2, 2, 3)
+    assert arrays[:, 0].tolist() == [[[10, 20, 30]] * 2] * 2 and (arrays[:, 1] == 255).all()
+
+
+def test_float_and_16_bit_arrays_are_scaled() -> None:
+    assert _stored(np.array([[[0.0, 1.0]]] * 2))[0, 0].tolist() == [0, 255]
+    assert _stored(np.array([[[0, 65535]]] * 2, dtype=np.uint16))[0, 0].tolist() == [0, 255]
+    assert _stored(np.array([[[-1.0, 3.0]]] * 2))[0, 0].tolist() == [0, 255]  # no known range: stretched
+
+
+def test_arrays_of_other_shapes_are_refused() -> None:
+    with pytest.raises(DataError, match=r"must be \[N, H, W\]"):
+        from_arrays(np.zeros((2, 5, 5, 2), dtype=np.uint8), np.array([0, 1]))
 
 
 def test_duplicate_arrays_across_splits_are_noted() -> None:

@@ -67,8 +67,6 @@ class Pair:
 
     source_features: torch.Tensor
     target_features: torch.Tensor
-    source_logits: torch.Tensor
-    target_logits: torch.Tensor
     source_weights: torch.Tensor
 
 
@@ -184,6 +182,6 @@ class Adaptation(Objective):
         parts["loss/source"] = source_loss.detach()
         if self.transfer is None or n == len(logits):
             return source_loss, parts
-        pair = Pair(outputs.features[:n], outputs.features[n:], logits[:n], logits[n:], weights.detach())
+        pair = Pair(outputs.features[:n], outputs.features[n:], weights.detach())
         transfer_loss, transfer_parts = self.transfer(pair, progress)
         return source_loss + self.weight * transfer_loss, parts | transfer_parts

@@ -148,15 +148,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise BadImage(f"unsupported colour mode {img.mode}") from err
 
 
-def array_to_rgb(arr: np.ndarray) -> np.ndarray:
-    """One in-memory image, HxW or HxWxC with C in (1, 3, 4), → HxWx3 uint8 (alpha composited onto white)."""
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected an HxW or HxWx1/3/4 image array, got shape {arr.shape}")
-    return channels_to_rgb(to_uint8(arr))
-
-
 def channels_to_rgb(arr: np.ndarray) -> np.ndarray:
     """uint8 [..., C] with C in (1, 3, 4) → [..., 3]; works on one image or a whole batch."""
     channels = arr.shape[-1]
