@@ -10,13 +10,13 @@ from PIL import Image
 
 from tests.data.imagefiles import write_bad_files, write_good_images
 from transferlab.data import decode
-from transferlab.data.decode import BadImage, open_image, open_scaled
+from transferlab.data.decode import BadImage, open_scaled
 
 WHITE = (255, 255, 255)
 
 
 def pixels(path: Path) -> np.ndarray:
-    image = open_image(path)
+    image = open_scaled(path)[0]
     assert image.mode == "RGB"
     return np.asarray(image).astype(int)
 
@@ -69,19 +69,19 @@ def test_exif_orientation_is_applied(good: dict[str, Path]) -> None:
 def test_bad_files_give_their_exact_reason(tmp_path: Path) -> None:
     for path, reason in write_bad_files(tmp_path).items():
         with pytest.raises(BadImage) as caught:
-            open_image(path)
+            open_scaled(path)[0]
         assert caught.value.reason == reason, path.name
 
 
 def test_a_folder_with_an_image_name_is_not_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").mkdir()
     with pytest.raises(BadImage, match=decode.NOT_A_FILE):
-        open_image(tmp_path / "x.jpg")
+        open_scaled(tmp_path / "x.jpg")[0]
 
 
 def test_pixel_cap_refuses_before_decoding(good: dict[str, Path]) -> None:
     with pytest.raises(BadImage) as caught:
-        open_image(good["RGB"], max_pixels=100)
+        open_scaled(good["RGB"], max_pixels=100)
     assert caught.value.reason == decode.too_large(120, 100) == "too large: 120 pixels (cap 100)"
 
 
@@ -94,7 +94,7 @@ def test_decompression_bomb_header_is_refused(tmp_path: Path) -> None:
     data[12:33] = header + struct.pack(">I", zlib.crc32(header))
     path.write_bytes(bytes(data))
     with pytest.raises(BadImage) as caught:
-        open_image(path)
+        open_scaled(path)[0]
     assert caught.value.reason.startswith("too large: over ")
 
 
@@ -135,7 +135,6 @@ def test_decoding_silences_pillow_s_size_warning_without_changing_the_process_fi
         warnings.simplefilter("always")
         decoded = decode_split(Split(paths=[path], labels=np.zeros(1, dtype=np.int64)), 8)
         assert len(decoded.labels) == 1 and not decoded.skipped
-        open_image(path)
         Image.open(path).load()  # outside transferlab's decoding, Pillow's warning is the user's again
     assert [w.category for w in caught] == [Image.DecompressionBombWarning]
     assert warnings.filters == before
@@ -147,4 +146,4 @@ def test_a_bug_in_transferlab_surfaces_as_itself_not_as_a_corrupt_image(good, mo
 
     monkeypatch.setattr(decode, "to_rgb", broken)
     with pytest.raises(RuntimeError, match="a bug"):
-        open_image(good["RGB"])
+        open_scaled(good["RGB"])[0]

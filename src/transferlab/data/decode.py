@@ -75,16 +75,11 @@ def quiet_size_warnings() -> Iterator[None]:
         yield
 
 
-def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `path` fully into an upright RGB image, or raise BadImage saying why it cannot be used."""
-    with quiet_size_warnings():
-        return open_scaled(path, max_pixels)[0]
-
-
 def open_scaled(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
 ) -> tuple[Image.Image, tuple[int, int]]:
-    """As open_image, with the file's full upright (width, height).
+    """Decode `path` into an upright RGB image, with the file's full upright (width, height); or raise BadImage
+    saying why it cannot be used.
 
     With `min_side`, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's draft mode: several times
     faster on photos) as long as its shorter side stays at least `min_side`. Other formats decode in full.
