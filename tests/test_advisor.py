@@ -16,8 +16,8 @@ from transferlab.advisor import (
     SMALL_PER_CLASS,
     Evidence,
     _probes,
+    advise,
     decide,
-    measure,
     paired_error,
     peak_stage,
     top_drop_error,
@@ -162,7 +162,7 @@ def test_probes_hold_out_a_fifth_of_every_labelled_image_not_the_training_valida
 
 def test_measure_on_real_data(digits, tiny_weights) -> None:
     data = prepare(load_source(digits, per_class=40), 32)
-    evidence = measure(create_backbone(TINY, weights=tiny_weights), data)
+    evidence = advise(create_backbone(TINY, weights=tiny_weights), data).evidence
     assert evidence.images_per_class == 40 and evidence.total_images == 120
     assert evidence.stage_names[0] == "stem" and len(evidence.stage_probe) == len(evidence.stage_names)
     assert evidence.peak_stage == peak_stage(evidence.stage_probe)

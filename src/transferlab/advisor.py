@@ -204,11 +204,6 @@ def _source_confidence(backbone: Backbone, final_features: np.ndarray) -> float 
     return float(logits.softmax(dim=1).max(dim=1).values.mean())
 
 
-def measure(pretrained: Backbone, data: PreparedData, seed: int = 0, device: str = "cpu") -> Evidence:
-    """Size and similarity evidence for `data` under the `pretrained` backbone."""
-    return _measure(pretrained, data, seed, device)[0]
-
-
 def _measure(pretrained: Backbone, data: PreparedData, seed: int, device: str) -> tuple[Evidence, FinalFeatures]:
     """The evidence, and the pretrained final features it was read from."""
     start = time.monotonic()
