@@ -119,7 +119,7 @@ class FitConfig:
     per_class: int | None = None
     val_fraction: float | None = None  # a tenth of each class, 10 to a fifth (data/splitting.py)
     refit: bool = False
-    ensemble: int | None = None  # 4 members predict 2.6x slower; --time-limit 480: 88.12%, 3 seeds (benchmarks)
+    ensemble: int | None = None  # unset: the time limit decides (defaults.members_within)
     seed: int = 0
     sample_seed: int | None = None  # which images `per_class` keeps; unset, `seed` (data/sources.load_source)
     split_seed: int | None = None  # which of them validation holds; unset, `seed`

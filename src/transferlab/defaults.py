@@ -51,7 +51,7 @@ def default_ema_epochs(time_limit: float | None) -> float:
 # Under a time limit the member count is automatic (`ensemble` unset). The first member trains with the whole
 # limit; if its schedule ends early, the time it leaves goes to further members, as many as get at least half
 # the first's time each, and at most four in all. On Fashion-MNIST at 100 per class, `--time-limit 480` gave
-# four members (the first trained 133-143 s, the others 112-116 s each) and scored 88.12% over 3 seeds, +0.52
+# four members (the first trained 82-137 s, the others 109-133 s each) and scored 88.29% over 3 seeds, +0.44
 # points over one model without a limit, up on every draw (benchmarks/README.md, "Members sharing one draw").
 # Four, not more: each member costs a prediction (four scored 2.6x slower than one). Where the first member
 # uses most of the limit, the fit is one model, as before.
