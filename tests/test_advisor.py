@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import TINY
 from transferlab.advisor import (
@@ -17,6 +18,7 @@ from transferlab.advisor import (
     Evidence,
     _probes,
     advise,
+    advise_source,
     decide,
     paired_error,
     peak_stage,
@@ -169,6 +171,15 @@ def test_measure_on_real_data(digits, tiny_weights) -> None:
     assert 0 <= evidence.transfer_gain_se < 0.2 and 0 <= evidence.top_drop_se < 0.2  # at most a few points
     assert max(evidence.stage_probe) > 0.6  # digits are easy: some stage's features beat chance (1/3) well
     assert json.dumps(decide(evidence).to_json())  # JSON-able, keys as the CLI promises
+
+
+def test_advise_leaves_the_callers_random_state_as_it_found_it(digits, tiny_weights) -> None:
+    torch.manual_seed(1234)
+    without_advice = torch.rand(4)
+    torch.manual_seed(1234)
+    # it builds a backbone (random initialisation, then the weights) and seeds the probes
+    advise_source(digits, TINY, weights=str(tiny_weights), image_size=32, per_class=40)
+    assert torch.equal(torch.rand(4), without_advice)
 
 
 def test_fit_auto_saves_the_advice_and_trains_its_choice(digits, tiny_weights, tmp_path) -> None:

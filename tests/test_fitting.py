@@ -107,6 +107,15 @@ def test_same_seed_same_metrics_and_another_seed_differs(digits, tiny_weights, t
     assert losses[0] == losses[1] != losses[2]
 
 
+def test_fit_leaves_the_callers_random_state_as_it_found_it(digits, tiny_weights, tmp_path) -> None:
+    torch.manual_seed(1234)
+    without_fit = torch.rand(4)
+    torch.manual_seed(1234)
+    # the advisor (auto) and a refit seed the generator too
+    fit(digits, _config(tiny_weights, strategy="auto", epochs=1, refit=True), tmp_path / "run", quiet=True)
+    assert torch.equal(torch.rand(4), without_fit)
+
+
 def test_keep_by_tempered_loss_keeps_the_checkpoint_by_the_temperature_scaled_loss(digits, tiny_weights, tmp_path):
     result = fit(digits, _config(tiny_weights, strategy="head", keep_by="tempered_loss"), tmp_path, quiet=True)
     rows = _epochs(tmp_path)

@@ -41,6 +41,7 @@ from transferlab.data.transforms import Normalizer
 from transferlab.defaults import BASE_LR, STRONG_AUGMENT_BELOW
 from transferlab.logistic import probe_hits
 from transferlab.probe import stage_features
+from transferlab.random_state import callers_random_state
 from transferlab.run_backbone import open_backbone
 from transferlab.sizing import image_size_for, prepare_for
 from transferlab.train.features import FinalFeatures
@@ -373,6 +374,7 @@ def advise(backbone: Backbone, data: PreparedData, seed: int = 0, device: str = 
     return replace(decide(evidence), final_features=final)
 
 
+@callers_random_state()
 def advise_source(
     source: Source,
     backbone_name: str,

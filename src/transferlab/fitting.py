@@ -37,6 +37,7 @@ from transferlab.distributed import World, join
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.fitdata import FitData
 from transferlab.model import TransferModel, save_model
+from transferlab.random_state import callers_random_state
 from transferlab.report.html import write_report
 from transferlab.report.plots import plot_curves
 from transferlab.run_backbone import open_backbone
@@ -648,6 +649,7 @@ def fit(
     return fit_run(source, config, run_dir, resume=resume, quiet=quiet, target=target)[1]
 
 
+@callers_random_state()
 def fit_run(
     source: Sources | None,
     config: FitConfig,
