@@ -207,7 +207,7 @@ class TransferModel(nn.Module):
 
 
 class Ensemble(TransferModel):
-    """Members fitted to the same task (fitting.fit_ensemble), predicting together: their class probabilities
+    """Members fitted to the same task (ensemble.fit_ensemble), predicting together: their class probabilities
     averaged, handed on as the average's logarithm in place of logits. A softmax of those is the average, so
     whatever reads a fitted TransferModel's outputs (scoring, the test-time flip, predict, the ONNX export)
     reads an ensemble unchanged. It is read, never trained: its layers are the members', and it has no stages
