@@ -258,7 +258,7 @@ def build_run(
         echo(describe_adaptation(config, target_data))
     if not settled:
         warm_start(model, strategy, config, data, device, run_dir, echo, features)
-    train, val, target_val, note = make_batches(model, strategy, config, data, target_data, world)
+    train, val, target_val, note = run_batches(model, strategy, config, data, target_data, world)
     echo(f"input: {note}")
     objective = objective.to(device)
     return Run(
@@ -297,7 +297,7 @@ def _objective(
     return build_adaptation(config, model, world.from_main(weights))
 
 
-def make_batches(
+def run_batches(
     model: TransferModel,
     strategy: Strategy,
     config: FitConfig,

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from transferlab._atomic import write_json_atomic
-from transferlab.fitting.building import Run, build_model, build_objective, make_batches, silent, warm_start
+from transferlab.fitting.building import Run, build_model, build_objective, run_batches, silent, warm_start
 from transferlab.fitting.training import run_trainer, saver
 from transferlab.run_backbone import open_backbone
 from transferlab.rundir import RunDir
@@ -68,7 +68,7 @@ def refit_run(
         # Silent: its validation accuracy would be read on images it has now trained on.
         warm_start(model, strategy, config, data, run.device, run.run_dir, silent)
         files.refit_metrics.unlink(missing_ok=True)
-    train, _, _, note = make_batches(model, strategy, config, data, None, run.world)
+    train, _, _, note = run_batches(model, strategy, config, data, None, run.world)
     objective = build_objective(config, model).to(run.device)
     refit = replace(run, model=model, objective=objective, train=train, input_note=note)
     own: list[Callback] = [StopAfter(chosen.best_epoch), FinalCheckpoint(saver(refit))]
