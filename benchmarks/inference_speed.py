@@ -22,7 +22,7 @@ import torch
 
 from transferlab.backbones import create_backbone
 from transferlab.classifier import load
-from transferlab.data import load_source, prepare
+from transferlab.data import decode_splits, load_source
 from transferlab.data.transforms import Normalizer
 from transferlab.evaluate import probabilities
 from transferlab.inference import BFLOAT16_BATCH, INFERENCE_BATCH, evaluating
@@ -86,7 +86,7 @@ def score_run(run: Path, source: str) -> None:
     fitted = load(run)
     model = fitted.model_
     interpolation = model.backbone.preprocessing.interpolation  # as fit and evaluate resize them
-    test = prepare(load_source(source), fitted.image_size_, interpolation=interpolation).splits["test"]
+    test = decode_splits(load_source(source), fitted.image_size_, ["test"], interpolation=interpolation).splits["test"]
     normalizer = Normalizer(model.backbone.preprocessing)
     scored = {}
     for precision in ("32", "bf16"):

@@ -79,6 +79,7 @@ def test_fit_evaluate_predict_on_an_image_folder(folder, tiny_weights, tmp_path)
     assert (run / "eval.json").is_file() and (run / "confusion.png").is_file()
 
     evaluated = _run("evaluate", str(run), str(folder), "--json")
+    assert "corrupt.png" not in evaluated.stderr  # it decodes the test split alone, not the training files
     scores = json.loads(evaluated.stdout)
     assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion"}
     saved = json.loads((run / "eval.json").read_text())  # what fit measured on the test split at its end

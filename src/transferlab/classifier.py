@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils import Tags
 
 from transferlab.config import FitConfig, resolve_device
-from transferlab.data import Split, load_source, prepare
+from transferlab.data import Split, decode_splits, load_source
 from transferlab.data.cache import decode_split
 from transferlab.data.folder import image_files
 from transferlab.data.sources import Source
@@ -234,7 +234,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         )
         if any(n not in dataset.splits for n in names):
             raise TransferlabError(f"{dataset.name} has no {split} split (it has {', '.join(dataset.splits)})")
-        data = prepare(dataset, self.image_size_, interpolation=self.model_.backbone.preprocessing.interpolation)
+        interpolation = self.model_.backbone.preprocessing.interpolation
+        data = decode_splits(dataset, self.image_size_, names, interpolation=interpolation)
         parts = [data.splits[n] for n in names]
         probs = self._probabilities(torch.cat([p.images for p in parts]), domain)
         paths = [str(x) for p in parts for x in (p.paths or [])] or None

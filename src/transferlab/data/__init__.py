@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transferlab.data.builtins import BUILTINS
-    from transferlab.data.cache import DecodedSplit, PreparedData, decode_split, prepare
+    from transferlab.data.cache import DecodedSplit, PreparedData, decode_split, decode_splits, prepare
     from transferlab.data.sources import load_source
     from transferlab.data.summary import format_summary, summarize
     from transferlab.data.types import Dataset, Skipped, Split
@@ -24,6 +24,7 @@ __all__ = [
     "Skipped",
     "Split",
     "decode_split",
+    "decode_splits",
     "format_summary",
     "load_source",
     "prepare",
@@ -38,6 +39,7 @@ _PUBLIC = {
     "Skipped": "transferlab.data.types",
     "Split": "transferlab.data.types",
     "decode_split": "transferlab.data.cache",
+    "decode_splits": "transferlab.data.cache",
     "format_summary": "transferlab.data.summary",
     "load_source": "transferlab.data.sources",
     "prepare": "transferlab.data.cache",
