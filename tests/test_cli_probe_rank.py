@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 from transferlab.cli import main
 
 DATA = ["digits", "--image-size", "32", "--per-class", "20"]
@@ -58,3 +58,15 @@ def test_an_unknown_backbone_is_one_line(command, capsys) -> None:
     assert main([command[0], *DATA, *command[1:], "--no-pretrained"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown backbone 'nope'" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["probe", "--backbone", TINY, "--no-pretrained"], ["rank", "--backbones", TINY, "--no-pretrained"], ["advise"]],
+)
+def test_measuring_commands_leave_the_test_split_unread(command, digits, tiny_weights, tmp_path, caplog) -> None:
+    folder = image_folder(tmp_path / "digits", digits[0][:150], digits[1][:150])
+    (folder / "test" / "0" / "corrupt.png").write_bytes(b"not a png at all")
+    weights = ["--backbone", TINY, "--weights", str(tiny_weights)] if command == ["advise"] else []
+    assert main([*command, *weights, str(folder), "--image-size", "32", "--json"]) == 0
+    assert not [r for r in caplog.records if "corrupt.png" in r.getMessage()]  # a test file was never decoded

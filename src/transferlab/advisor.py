@@ -43,7 +43,7 @@ from transferlab.logistic import probe_hits
 from transferlab.probe import stage_features
 from transferlab.random_state import callers_random_state
 from transferlab.run_backbone import open_backbone
-from transferlab.sizing import image_size_for, prepare_for
+from transferlab.sizing import MEASURED_SPLITS, image_size_for, prepare_for
 from transferlab.train.features import FinalFeatures
 from transferlab.transferability import logme
 
@@ -391,12 +391,9 @@ def advise_source(
     unlabelled `target` domain, also measure the shift to it and choose the adaptation method. `task` names the
     label column of a multi-task CSV manifest to advise for (default: its `label`)."""
     dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
-    # The advisor reads the train and val images alone: decoding a test split (Fashion-MNIST's 10,000) at the
-    # working size would cost more than the measuring.
-    dataset = replace(dataset, splits={name: dataset.splits[name] for name in ("train", "val")})
     backbone = open_backbone(backbone_name, weights=weights)
     size = image_size_for(dataset, backbone, image_size)
-    data = prepare_for(dataset, backbone, size)
+    data = prepare_for(dataset, backbone, size, MEASURED_SPLITS)
     device = resolve_device(device)
     advice = advise(backbone, data, seed, device)
     if target is None:

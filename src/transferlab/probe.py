@@ -23,7 +23,7 @@ from transferlab.data.transforms import Normalizer
 from transferlab.inference import INFERENCE_BATCH, evaluating, without_batchnorm
 from transferlab.logistic import probe_accuracies
 from transferlab.run_backbone import open_backbone
-from transferlab.sizing import image_size_for, prepare_for
+from transferlab.sizing import MEASURED_SPLITS, image_size_for, prepare_for
 from transferlab.transferability import logme
 
 
@@ -128,7 +128,8 @@ def run_probe(
     backbone = open_backbone(backbone_name, pretrained=pretrained)
     dataset = load_source(source, tasks=[task] if task else None, per_class=per_class, seed=seed)
     size = image_size_for(dataset, backbone, image_size)
-    stages = probe_stages(backbone, prepare_for(dataset, backbone, size), device=resolve_device(device))
+    data = prepare_for(dataset, backbone, size, MEASURED_SPLITS)
+    stages = probe_stages(backbone, data, device=resolve_device(device))
     report = ProbeReport(dataset.name, backbone_name, backbone.weights_source, size, stages)
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "probe.json", report.to_dict())

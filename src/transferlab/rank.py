@@ -14,7 +14,7 @@ from transferlab.data.transforms import Normalizer
 from transferlab.errors import ConfigError
 from transferlab.probe import probe_accuracy, stage_features
 from transferlab.run_backbone import open_backbone
-from transferlab.sizing import image_size_for, prepare_for
+from transferlab.sizing import MEASURED_SPLITS, image_size_for, prepare_for
 from transferlab.transferability import h_score, logme
 
 
@@ -71,7 +71,7 @@ def _score(
 ) -> RankRow:
     key = (size, backbone.preprocessing.interpolation)
     if key not in decoded:
-        decoded[key] = prepare_for(dataset, backbone, size)
+        decoded[key] = prepare_for(dataset, backbone, size, MEASURED_SPLITS)
     train, val = decoded[key].splits["train"], decoded[key].splits["val"]
     started = time.perf_counter()
     backbone.to(device)

@@ -11,6 +11,10 @@ from transferlab.data.decode import native_size
 # (benchmarks/README.md, "Measurements behind the defaults").
 SMALL_IMAGE_SIZE = 96
 
+# What the probes, the advisor and the rankings measure on. A test split stays unread until a model is scored:
+# decoding Fashion-MNIST's 10,000 test images at the working size would cost more than the measuring.
+MEASURED_SPLITS = ["train", "val"]
+
 
 def working_size(native: int, backbone_size: int) -> int:
     """The backbone's own input size for photos; a smaller working size for small images."""
@@ -22,6 +26,7 @@ def image_size_for(dataset: Dataset, backbone: Backbone, requested: int | None =
     return requested or working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
 
 
-def prepare_for(dataset: Dataset, backbone: Backbone, size: int) -> PreparedData:
-    """Decode `dataset` at `size` the way `backbone`'s weights were trained to see images."""
-    return prepare(dataset, size, interpolation=backbone.preprocessing.interpolation)
+def prepare_for(dataset: Dataset, backbone: Backbone, size: int, names: list[str] | None = None) -> PreparedData:
+    """Decode `dataset` (its splits `names`, default every one) at `size` the way `backbone`'s weights were
+    trained to see images."""
+    return prepare(dataset, size, names, interpolation=backbone.preprocessing.interpolation)

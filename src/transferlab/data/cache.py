@@ -176,12 +176,13 @@ def _decode_files(
     )
 
 
-def prepare(dataset: Dataset, size: int, **options: Any) -> PreparedData:
-    """Decode every split of `dataset` (options as for decode_split), refusing what cannot train.
+def prepare(dataset: Dataset, size: int, names: list[str] | None = None, **options: Any) -> PreparedData:
+    """Decode the splits `names` of `dataset` (default: every one; options as for decode_split), refusing
+    what cannot train.
 
     Raises DataError when a class has no usable training image left, or fewer than 2 classes remain.
     """
-    data = decode_splits(dataset, size, list(dataset.splits), **options)
+    data = decode_splits(dataset, size, list(dataset.splits) if names is None else names, **options)
     _check_train(dataset, data.splits["train"])
     return data
 
