@@ -12,7 +12,8 @@ from transferlab.data.decode import native_size
 SMALL_IMAGE_SIZE = 96
 
 # What the probes, the advisor and the rankings measure on. A test split stays unread until a model is scored:
-# decoding Fashion-MNIST's 10,000 test images at the working size would cost more than the measuring.
+# `probe fashion-mnist --per-class 100` took 7.6-7.8 s without its 10,000 test images against 9.0-9.3 s with
+# them, and 190 MB less memory at its peak.
 MEASURED_SPLITS = ["train", "val"]
 
 
