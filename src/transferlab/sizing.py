@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transferlab.backbones import Backbone
 from transferlab.data import Dataset, PreparedData, prepare
 from transferlab.data.decode import native_size
@@ -14,7 +16,7 @@ SMALL_IMAGE_SIZE = 96
 # What the probes, the advisor and the rankings measure on. A test split stays unread until a model is scored:
 # `probe fashion-mnist --per-class 100` took 7.6-7.8 s without its 10,000 test images against 9.0-9.3 s with
 # them, and 190 MB less memory at its peak.
-MEASURED_SPLITS = ["train", "val"]
+MEASURED_SPLITS = ("train", "val")
 
 
 def working_size(native: int, backbone_size: int) -> int:
@@ -27,7 +29,7 @@ def image_size_for(dataset: Dataset, backbone: Backbone, requested: int | None =
     return requested or working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
 
 
-def prepare_for(dataset: Dataset, backbone: Backbone, size: int, names: list[str] | None = None) -> PreparedData:
+def prepare_for(dataset: Dataset, backbone: Backbone, size: int, names: Sequence[str] | None = None) -> PreparedData:
     """Decode `dataset` (its splits `names`, default every one) at `size` the way `backbone`'s weights were
     trained to see images."""
     return prepare(dataset, size, names, interpolation=backbone.preprocessing.interpolation)
