@@ -10,8 +10,10 @@ import sklearn.exceptions
 from PIL import Image
 
 import transferlab
-from tests.conftest import TINY
+import transferlab.classifier
+from tests.conftest import TINY, image_folder
 from transferlab.classifier import NotFittedError, TransferClassifier
+from transferlab.data import load_source
 from transferlab.errors import TransferlabError
 
 
@@ -78,3 +80,17 @@ def test_score_is_accuracy_of_predict_and_a_source_without_a_test_split_is_refus
     assert set(scores) >= {"accuracy", "macro_f1", "per_class", "confusion", "top_losses"}
     with pytest.raises(TransferlabError, match="no test split to score"):
         fitted.score(digits)  # it would score training images
+
+
+def test_score_on_a_source_reads_it_once_and_scores_its_test_split(fitted, digits, tmp_path, monkeypatch) -> None:
+    folder = image_folder(tmp_path, *digits)
+    reads = []
+
+    def counted(*args, **kwargs):
+        reads.append(args[0])
+        return load_source(*args, **kwargs)
+
+    monkeypatch.setattr(transferlab.classifier, "load_source", counted)
+    accuracy = fitted.score(folder)
+    assert reads == [folder]
+    assert accuracy == fitted.evaluate(folder, split="test")["accuracy"] > 0.6

@@ -21,7 +21,7 @@ from transferlab.data.cache import decode_split
 from transferlab.data.folder import image_files
 from transferlab.data.sources import Source
 from transferlab.data.transforms import Normalizer
-from transferlab.data.types import DEFAULT_TASK
+from transferlab.data.types import DEFAULT_TASK, Dataset
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.evaluate import probabilities, score
 from transferlab.model import TransferModel, load_model, save_model
@@ -224,8 +224,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         model scores `domain`'s head (default: the one domain whose classes hold the source's).
         """
         self._check_fitted()
-        named = not self.model_.domains and list(self.heads_) != [DEFAULT_TASK]  # label columns named as tasks
-        dataset = load_source(source, tasks=list(self.heads_) if named else None)
+        return self._evaluate(self._load(source), split, domain)
+
+    def _load(self, source: str | Path | tuple) -> Dataset:
+        """`source` read with its label columns named as this model's tasks, where it has several."""
+        named = not self.model_.domains and list(self.heads_) != [DEFAULT_TASK]
+        return load_source(source, tasks=list(self.heads_) if named else None)
+
+    def _evaluate(self, dataset: Dataset, split: str, domain: str | None) -> dict[str, Any]:
         if self.model_.domains and domain is None:
             domain = _matching_domain(self.heads_, dataset.classes)
         heads, domain = self._heads(None, domain)
@@ -257,13 +263,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if y is not None:
             return float(super().score(X, y, sample_weight))
         self._check_fitted()
-        dataset_splits = load_source(X).splits  # type: ignore[arg-type]
-        if "test" not in dataset_splits:
+        dataset = self._load(X)  # type: ignore[arg-type]
+        if "test" not in dataset.splits:
             raise TransferlabError(
-                f"this source has no test split to score (it has {', '.join(dataset_splits)}): give labels, "
+                f"this source has no test split to score (it has {', '.join(dataset.splits)}): give labels, "
                 "or use evaluate(source, split=...) and name the split"
             )
-        return float(self.evaluate(X, split="test")["accuracy"])  # type: ignore[arg-type]
+        return float(self._evaluate(dataset, "test", None)["accuracy"])
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + model.json to `directory`; `transferlab.load` rebuilds from them alone."""
