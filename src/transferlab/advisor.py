@@ -9,8 +9,7 @@ data the backbone was pretrained on — and say why, with the numbers.
 A large set trains every stage whatever its similarity, as CS231n's transfer notes advise. Freezing the stages
 before the probe's peak, which this advisor once did for a large similar set, lost 3-5 points each of the
 four times it fired, and where a target truly was similar every way of keeping the weights scored within
-half a point (benchmarks/README.md, "The
-four situations" and "A similar verdict at 128 px").
+half a point (benchmarks/README.md, "The four situations" and "A similar verdict at 128 px").
 
 Similarity is measured on the target images with the pretrained backbone, cheaply (one forward pass with
 the pretrained weights and one with a random initialisation of the same architecture):
@@ -252,8 +251,8 @@ def decide(evidence: Evidence, optimizer: str = "adamw") -> Advice:
     """The situation, the strategy and its freeze depth, the learning rate and augmentation, explained."""
     small = evidence.images_per_class < SMALL_PER_CLASS
     # Similar only beyond the probes' noise: a margin within one standard error counts against it, because
-    # calling a dissimilar set similar freezes too much (the costly mistake), while the converse only trains
-    # more than needed. The same task drawn twice then gets the same, safer decision.
+    # calling a small dissimilar set similar freezes it all (the costly mistake), while the converse only
+    # trains more than needed. The same task drawn twice then gets the same, safer decision.
     similar = (
         evidence.transfer_gain - evidence.transfer_gain_se >= MIN_TRANSFER_GAIN
         and evidence.top_drop + evidence.top_drop_se <= PEAK_TOLERANCE
