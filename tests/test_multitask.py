@@ -350,3 +350,9 @@ def test_an_interrupted_multi_domain_run_resumes_from_its_config_alone(digits, t
     assert FitConfig.load(tmp_path / "parted" / "config.yaml").domain_sources == sources
     assert [row["val_loss"] for row in resumed.state.history] == [row["val_loss"] for row in whole.state.history]
     assert resumed.scores["tasks"]["turned"]["accuracy"] == whole.scores["tasks"]["turned"]["accuracy"]
+
+
+def test_score_on_a_multi_task_source_is_the_first_task_s_accuracy_as_predict_predicts_it(hard_run, manifest) -> None:
+    fitted = transferlab.load(hard_run.run_dir)
+    scores = fitted.evaluate(str(manifest), split="test")["tasks"]
+    assert fitted.score(str(manifest)) == scores["digit"]["accuracy"] != scores["parity"]["accuracy"]

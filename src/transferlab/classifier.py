@@ -259,7 +259,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         sample_weight: np.ndarray | None = None,
     ) -> float:
         """Accuracy: of `predict(X)` against labels `y`, as scikit-learn scores; or, with `X` a source alone, on
-        its test split (a source without one is refused: scoring train or val would flatter the model)."""
+        its test split (a source without one is refused: scoring train or val would flatter the model), of the
+        first task for a multi-task model."""
         if y is not None:
             return float(super().score(X, y, sample_weight))
         self._check_fitted()
@@ -269,7 +270,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 f"this source has no test split to score (it has {', '.join(dataset.splits)}): give labels, "
                 "or use evaluate(source, split=...) and name the split"
             )
-        return float(self._evaluate(dataset, "test", None)["accuracy"])
+        scores = self._evaluate(dataset, "test", None)
+        if "tasks" in scores:  # a multi-task model: the task predict() predicts, as scikit-learn's score reads it
+            scores = scores["tasks"][self._heads(None, None)[0][0]]
+        return float(scores["accuracy"])
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + model.json to `directory`; `transferlab.load` rebuilds from them alone."""
