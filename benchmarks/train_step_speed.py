@@ -11,9 +11,13 @@ there at small batches. One more row says what a frozen BatchNorm costs as a lay
 one normalising by the batch's statistics, as a network trained from scratch and throughput.py's plain loop do
 (`batch stats`). On a GPU (--device cuda) the steps run under `--precision auto`'s bfloat16 autocast, and a
 row runs each frozen BatchNorm through SyncBatchNorm's CUDA kernels, as the loop does there (`kernels`); the
-loop folds on a CPU only (train/frozen_norm.py).
+loop folds on a CPU only (train/frozen_norm.py). `--compile` adds the step with the model's forward compiled by
+torch.compile (its backward follows; on a GPU in "reduce-overhead" mode, which replays CUDA graphs: the lever
+for a step bound by its launches), the frozen BatchNorms as layers of their own, and prints the compile's
+seconds: the loop does not compile, and this row says whether it should.
 
     python benchmarks/train_step_speed.py [--size 96] [--batch 32] [--steps 8] [--rounds 3] [--device cpu]
+        [--compile]
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
             norm.eval()
 
 
+COMPILED = nullcontext()  # the compiled row's marker: it needs no context of its own
+
+
 def _clock(device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -80,6 +87,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="add the step with the forward compiled")
     args = parser.parse_args()
     device = args.device
     torch.manual_seed(0)
@@ -96,9 +104,15 @@ def main() -> None:
     pairs = foldable_pairs(model, lambda: model.outputs_from(x[:1], 0))
     precision = Precision("auto", device)
 
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return model.outputs_from(inputs, 0).logits["label"]
+
+    compiled = torch.compile(forward, mode="reduce-overhead" if device.startswith("cuda") else "default")
+
     def step(fold: Pairs, optimizer: torch.optim.Optimizer, norms: AbstractContextManager) -> None:
+        # Folding swaps weights in place, which a compiled graph would not see: the compiled row folds nothing.
         with precision.autocast(), folded(fold), norms:
-            logits = model.outputs_from(x, 0).logits["label"]
+            logits = (compiled if norms is COMPILED else forward)(x)
             loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,6 +128,12 @@ def main() -> None:
     if device.startswith("cuda"):  # what frozen_norms gives a GPU step
         kernels = frozen_norms(model, lambda: None, torch.device(device))
         variants["kernels, fused AdamW"] = ([], optimizers[True], kernels)
+    if args.compile:
+        variants["compiled, fused AdamW"] = ([], optimizers[True], lambda: COMPILED)
+        started = _clock(device)
+        for _ in range(3):  # the forward's and the backward's graphs; CUDA graphs are recorded on a later call
+            step([], optimizers[True], COMPILED)
+        print(f"torch.compile: the first 3 steps took {_clock(device) - started:.1f} s")
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
         for name, (fold, optimizer, norms) in variants.items():
@@ -122,9 +142,11 @@ def main() -> None:
             for _ in range(args.steps):
                 step(fold, optimizer, norms())
             best[name] = min(best[name], (_clock(device) - started) / args.steps)
+    # A dispatch mode sends a compiled function back to eager PyTorch, so the compiled row's count is not taken.
     operators = {
         name: _dispatched(lambda fold=fold, optimizer=optimizer, norms=norms: step(fold, optimizer, norms()))  # type: ignore[misc]
         for name, (fold, optimizer, norms) in variants.items()
+        if norms() is not COMPILED
     }
     norms = sum(isinstance(each, torch.nn.BatchNorm2d) for each in model.modules())
     print(
@@ -136,7 +158,7 @@ def main() -> None:
     plain = best["a layer of its own"]
     for name, seconds in best.items():
         speed = f"{1000 * seconds:>8.1f} {args.batch / seconds:>9.1f} {plain / seconds:>8.2f}x"
-        print(f"{name:<26} {speed} {operators[name]:>9}")
+        print(f"{name:<26} {speed} {operators.get(name, '-'):>9}")
 
 
 if __name__ == "__main__":
