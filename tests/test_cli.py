@@ -51,6 +51,7 @@ def folder(digits, tmp_path_factory) -> Path:
         (["fit", "digits", "--strategy", "sideways"], "unknown strategy"),
         (["fit", "digits", "--epochs", "0"], "epochs must be at least 1"),
         (["fit", "digits", "--epochs", "many"], "invalid int value"),
+        (["advise", "digits", "--image-size", "0"], "image size must be at least 1, got 0"),
         (["predict", "/no/run", "x.png"], "not a transferlab model"),
     ],
 )

@@ -25,8 +25,11 @@ def working_size(native: int, backbone_size: int) -> int:
 
 
 def image_size_for(dataset: Dataset, backbone: Backbone, requested: int | None = None) -> int:
-    """`requested`, else the working size for this data and backbone."""
-    return requested or working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
+    """`requested`, else the working size for this data and backbone. A requested 0 is kept, for decoding to
+    refuse: read as "automatic", it would run a different size from the one asked for, silently."""
+    if requested is not None:
+        return requested
+    return working_size(native_size(dataset.splits["train"]), backbone.preprocessing.input_size)
 
 
 def prepare_for(dataset: Dataset, backbone: Backbone, size: int, names: Sequence[str] | None = None) -> PreparedData:
