@@ -122,7 +122,8 @@ def main() -> None:
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         return model.outputs_from(inputs, 0).logits["label"]
 
-    compiled = torch.compile(forward, mode="reduce-overhead" if device.startswith("cuda") else "default")
+    mode = "reduce-overhead" if device.startswith("cuda") else "default"
+    compiled = torch.compile(forward, mode=mode) if args.compile else forward
 
     def step(fold: Pairs, optimizer: torch.optim.Optimizer, norms: AbstractContextManager) -> None:
         # Folding swaps weights in place, which a compiled graph would not see: the compiled row folds nothing.
