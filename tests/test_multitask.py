@@ -176,6 +176,42 @@ def test_gradnorm_pulls_each_task_gradient_on_the_shared_features_towards_the_me
     assert objective.scale_logits.grad is None
 
 
+def test_uncertainty_weighting_is_kendall_gal_and_cipolla_s_loss_and_its_gradient() -> None:
+    torch.manual_seed(0)
+    logits = {"digit": torch.randn(6, 3), "parity": torch.randn(6, 2)}
+    labels = torch.stack([torch.arange(6) % 3, torch.arange(6) % 2], 1)
+    objective = MultiTask(["digit", "parity"], "uncertainty")
+    loss, parts = objective(Outputs(logits, torch.zeros(6, 1)), Batch(torch.zeros(6), labels), 0.0)
+    loss.backward()
+    each = torch.stack([parts["loss/digit"], parts["loss/parity"]])
+    assert objective.log_vars is not None and objective.log_vars.grad is not None
+    # at s = 0, d/ds (exp(-s) L + s) / 2 = (1 - L) / 2: a task whose loss is above 1 is weighted down by a step
+    assert torch.allclose(objective.log_vars.grad, (1 - each) / 2)
+    with torch.no_grad():
+        objective.log_vars.copy_(torch.tensor([0.5, -1.0]))
+    loss, parts = objective(Outputs(logits, torch.zeros(6, 1)), Batch(torch.zeros(6), labels), 0.0)
+    s = objective.log_vars.detach()
+    assert loss.item() == pytest.approx(((each * torch.exp(-s) + s) / 2).sum().item())
+    assert parts["weight/digit"].item() == pytest.approx(float(torch.exp(torch.tensor(-0.5))) / 2)
+
+
+def test_gradnorm_weights_up_the_task_that_has_learned_less() -> None:
+    """Two heads with the same logits send the same gradient into the shared features; only their loss ratios
+    (the loss over the task's first loss) differ, so the balance must follow the ratios alone."""
+    torch.manual_seed(0)
+    features = torch.randn(8, 4, requires_grad=True)
+    logits = torch.nn.Linear(4, 3)(features)
+    labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 3], 1)
+    objective = MultiTask(["slow", "fast"], "gradnorm")
+    first = F.cross_entropy(logits, labels[:, 0]).detach()
+    assert objective.first_losses is not None and objective.scale_logits is not None
+    objective.first_losses.copy_(torch.stack([first / 2, first * 2]))  # loss ratios 2 (slow) and 0.5 (fast)
+    loss, _ = objective(Outputs({"slow": logits, "fast": logits}, features), Batch(torch.zeros(8), labels), 0.0)
+    loss.backward()
+    assert objective.scale_logits.grad is not None
+    assert objective.scale_logits.grad[0] < 0 < objective.scale_logits.grad[1]  # a step weights `slow` up
+
+
 def test_gradnorm_is_refused_where_tasks_share_no_batch_or_no_backbone(digits, tiny_weights, tmp_path) -> None:
     sources = {"a": "digits", "b": "digits"}
     with pytest.raises(ConfigError, match="gradnorm balances"):
