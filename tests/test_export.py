@@ -103,6 +103,25 @@ def test_torchscript_export_matches_pytorch(run_dir, capsys) -> None:
     assert np.abs(probs.numpy() - expected).max() <= TOLERANCE
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_an_export_that_disagrees_with_pytorch_is_refused_and_removed(run_dir, monkeypatch) -> None:
+    """The parity check stands between a wrong graph and its users: here the written file answers 0.001 off
+    PyTorch's probabilities, ten times the tolerance."""
+    import transferlab.export as export
+
+    written = export._write_torchscript
+
+    def off(*args):  # type: ignore[no-untyped-def]
+        run = written(*args)
+        return lambda images: {head: probs + 1e-3 for head, probs in run(images).items()}
+
+    monkeypatch.setattr(export, "_write_torchscript", off)
+    out = run_dir / "off.pt"
+    with pytest.raises(ExportError, match=r"differs from PyTorch by up to 1\.00e-03"):
+        export_model(run_dir, "torchscript", out=out)
+    assert not out.exists()
+
+
 def test_a_multi_domain_model_exports_every_head_and_predicting_needs_the_domain(
     digits, tiny_weights, tmp_path, capsys
 ) -> None:
