@@ -86,6 +86,31 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(digits, tiny_weig
     assert all((final_a[k] == final_b[k]).all() for k in final_a)
 
 
+class FittedTo(Callback):
+    """What TimeBudget does once the pace is known: the run's schedule cut to `epochs`, carried by its state."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        trainer.epochs = trainer.state.epochs = self.epochs
+
+
+def test_a_resumed_run_keeps_the_epoch_count_its_time_limit_fitted(digits, tiny_weights, tmp_path) -> None:
+    """Resumed, a run anneals on the schedule its time limit fitted (2 epochs here), not the configured one (3)."""
+    run = build_run(digits, _config(tiny_weights, strategy="head"), tmp_path, echo=lambda _: None)
+
+    def trainer(*callbacks: Callback) -> Trainer:
+        return Trainer(run.model, run.strategy, run.config, run.train, run.val, tmp_path, list(callbacks))
+
+    with pytest.raises(Interrupted):
+        trainer(FittedTo(2), ResumableCheckpoint(), InterruptAt(len(run.train) + 1)).fit()  # early in epoch two
+    resumed = trainer(ResumableCheckpoint())
+    resumed.resume()
+    assert resumed.epochs == 2
+    assert resumed.fit().epoch == 2
+
+
 def test_a_run_that_had_stopped_trains_no_further_when_resumed(digits, tiny_weights, tmp_path) -> None:
     run = build_run(digits, _config(tiny_weights, strategy="head"), tmp_path, echo=lambda _: None)
 

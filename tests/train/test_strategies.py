@@ -96,3 +96,11 @@ def test_a_freeze_depth_the_backbone_lacks_is_refused_with_its_stage_names() -> 
         parse_strategy("partial:99").check(model)
     with pytest.raises(ConfigError, match="unknown strategy"):
         parse_strategy("freeze-some")
+
+
+def test_freezing_turns_the_new_layers_back_on_whatever_froze_them_before() -> None:
+    model = TransferModel(create_backbone(TINY, pretrained=False), 3)
+    model.requires_grad_(False)  # as a feature pass or an earlier strategy may leave it
+    parse_strategy("head").freeze(model)
+    assert all(p.requires_grad for p in model.new_layers.parameters())
+    assert not any(p.requires_grad for p in model.backbone.parameters())
