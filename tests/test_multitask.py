@@ -141,6 +141,9 @@ def test_hard_sharing_trains_one_backbone_with_a_head_per_task(hard_run) -> None
     scores = hard_run.scores["tasks"]
     assert scores["digit"]["count"] == 48 and scores["parity"]["count"] == 48
     assert scores["digit"]["accuracy"] > 0.5 and scores["parity"]["accuracy"] > 0.6  # chance: 33% and 50%
+    for name in ("accuracy", "macro_f1"):  # the run's headline scores are the tasks' means
+        assert hard_run.scores[name] == pytest.approx((scores["digit"][name] + scores["parity"][name]) / 2)
+    assert scores["digit"]["macro_f1"] != scores["digit"]["accuracy"]  # so the two means cannot stand in for each other
 
 
 def test_uncertainty_weights_move_and_a_resumed_run_keeps_them(hard_run) -> None:
