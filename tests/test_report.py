@@ -3,7 +3,9 @@ every image decoded."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from transferlab.cli import main
 from transferlab.config import FitConfig
 from transferlab.fitting import fit
 from transferlab.report.browser import SIZE, find_chromium, rendered_dom, screenshot
+from transferlab.report.html import write_report
 
 SECTIONS = ["summary", "data", "advice", "training", "confusion", "per-class", "mistakes", "config"]
 
@@ -44,6 +47,18 @@ def test_report_command_rewrites_it_and_refuses_an_unfinished_run(run_dir, tmp_p
     assert (tmp_path / "r.html").read_text() == (run_dir / "report.html").read_text()
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a finished run dir" in capsys.readouterr().err
+
+
+def test_names_from_the_user_s_files_are_escaped_not_run_as_markup(run_dir, tmp_path) -> None:
+    """A class folder or run dir may be named anything: on the page it is text, never a tag."""
+    named = tmp_path / "runs & <b>tests"
+    shutil.copytree(run_dir, named)
+    scores = json.loads((named / "eval.json").read_text())
+    scores["per_class"] = {"<script>alert(1)</script>" if k == "0" else k: v for k, v in scores["per_class"].items()}
+    (named / "eval.json").write_text(json.dumps(scores))
+    page = write_report(named).read_text()
+    assert "runs &amp; &lt;b&gt;tests" in page and "<b>tests" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
 
 
 def test_no_report_skips_it(digits, tiny_weights, tmp_path) -> None:
