@@ -80,7 +80,7 @@ def test_csv_manifest_with_relative_paths_splits_and_extra_columns(tmp_path: Pat
         "path,label,split,photographer\n"
         "img/0.png,cat,train,ann\n"
         "img/1.png,dog,train,bob\n"
-        "img/2.png,cat,test,cy\n"
+        "img/2.png,cat, Test ,cy\n"  # a split's name in any case, spaces around it
         "img/3.png,dog,validation,dee\n"
     )
     data = load_source(manifest)
