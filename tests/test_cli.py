@@ -146,7 +146,10 @@ def test_compare_fits_each_strategy_on_the_same_budget(tiny_weights, tmp_path, c
     assert [r["strategy"] for r in rows] == ["head", "full"] and (tmp_path / "compare.png").is_file()
     assert rows[0]["trainable_parameters"] < rows[1]["trainable_parameters"]
     assert all(r["epochs"] == 2 and r["evaluated_on"] == "test" for r in rows)
-    assert "head" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    for row in rows:  # the printed table holds compare.json's scores
+        line = next(line.split() for line in printed if line.split()[:1] == [row["strategy"]])
+        assert line[1:3] == [f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}"]
 
 
 def test_help_does_not_import_torch() -> None:
