@@ -65,7 +65,9 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
             norm.eval()
 
 
-COMPILED = nullcontext()  # the compiled row's marker: it needs no context of its own
+Forward = Callable[[torch.Tensor], torch.Tensor]
+# A row: the pairs it folds, its optimizer, the context of its frozen BatchNorms, and its forward pass.
+Variant = tuple[Pairs, torch.optim.Optimizer, Callable[[], AbstractContextManager], Forward]
 
 
 def _clock(device: str) -> float:
@@ -122,43 +124,41 @@ def main() -> None:
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         return model.outputs_from(inputs, 0).logits["label"]
 
-    mode = "reduce-overhead" if device.startswith("cuda") else "default"
-    compiled = torch.compile(forward, mode=mode) if args.compile else forward
-
-    def step(fold: Pairs, optimizer: torch.optim.Optimizer, norms: AbstractContextManager) -> None:
-        # Folding swaps weights in place, which a compiled graph would not see: the compiled row folds nothing.
+    def step(fold: Pairs, optimizer: torch.optim.Optimizer, norms: AbstractContextManager, run: Forward) -> None:
         with precision.autocast(), folded(fold), norms:
-            logits = (compiled if norms is COMPILED else forward)(x)
+            logits = run(x)
             loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    variants: dict[str, tuple[Pairs, torch.optim.Optimizer, Callable[[], AbstractContextManager]]] = {
-        "a layer of its own": ([], optimizers[False], nullcontext),
-        "folded": (pairs, optimizers[False], nullcontext),
-        "folded, fused AdamW": (pairs, optimizers[True], nullcontext),
-        "own layer, fused AdamW": ([], optimizers[True], nullcontext),
-        "batch stats, fused AdamW": ([], optimizers[True], lambda: batch_statistics(model)),
+    variants: dict[str, Variant] = {
+        "a layer of its own": ([], optimizers[False], nullcontext, forward),
+        "folded": (pairs, optimizers[False], nullcontext, forward),
+        "folded, fused AdamW": (pairs, optimizers[True], nullcontext, forward),
+        "own layer, fused AdamW": ([], optimizers[True], nullcontext, forward),
+        "batch stats, fused AdamW": ([], optimizers[True], lambda: batch_statistics(model), forward),
     }
     if device.startswith("cuda"):  # what frozen_norms gives a GPU step
         kernels = frozen_norms(model, lambda: None, torch.device(device))
-        variants["kernels, fused AdamW"] = ([], optimizers[True], kernels)
-    if args.compile and _compiles(lambda: step([], optimizers[True], COMPILED), device):
-        variants["compiled, fused AdamW"] = ([], optimizers[True], lambda: COMPILED)
+        variants["kernels, fused AdamW"] = ([], optimizers[True], kernels, forward)
+    if args.compile:  # folding swaps weights in place, which a compiled graph would not see: this row folds none
+        compiled = torch.compile(forward, mode="reduce-overhead" if device.startswith("cuda") else "default")
+        if _compiles(lambda: step([], optimizers[True], nullcontext(), compiled), device):
+            variants["compiled, fused AdamW"] = ([], optimizers[True], nullcontext, compiled)
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
-        for name, (fold, optimizer, norms) in variants.items():
-            step(fold, optimizer, norms())
+        for name, (fold, optimizer, norms, run) in variants.items():
+            step(fold, optimizer, norms(), run)
             started = _clock(device)
             for _ in range(args.steps):
-                step(fold, optimizer, norms())
+                step(fold, optimizer, norms(), run)
             best[name] = min(best[name], (_clock(device) - started) / args.steps)
     # A dispatch mode sends a compiled function back to eager PyTorch, so the compiled row's count is not taken.
     operators = {
-        name: _dispatched(lambda fold=fold, optimizer=optimizer, norms=norms: step(fold, optimizer, norms()))  # type: ignore[misc]
-        for name, (fold, optimizer, norms) in variants.items()
-        if norms() is not COMPILED
+        name: _dispatched(lambda v=variant: step(v[0], v[1], v[2](), v[3]))  # type: ignore[misc]
+        for name, variant in variants.items()
+        if variant[3] is forward
     }
     norms = sum(isinstance(each, torch.nn.BatchNorm2d) for each in model.modules())
     print(
